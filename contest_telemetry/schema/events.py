@@ -1,0 +1,208 @@
+"""Pydantic v2 models of the six ``telemetry.contest.*`` events (see the wire contract).
+
+Field names are camelCase on the wire (aliases) and snake_case in Python. Unknown fields are
+kept (``extra="allow"``) because moderation may need them, and :meth:`ContestEventBase.to_wire`
+returns exactly the fields that were sent. Numbers are checked the way hub code (JavaScript)
+means them: booleans and numeric strings are not numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "EVENT_MESSAGES",
+    "FINAL_MESSAGES",
+    "AnyContestEvent",
+    "ContestArmed",
+    "ContestEventBase",
+    "ContestExpired",
+    "ContestLaunched",
+    "ContestResolved",
+    "ContestWorkflowFailed",
+    "ContestWorkflowStarted",
+    "short_type",
+]
+
+PREFIX = "telemetry.contest."
+
+
+def _non_negative_number(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number, got {type(value).__name__}")
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        raise ValueError("must be a finite number")
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value}")
+    return value
+
+
+def _non_negative_int(value: Any) -> int:
+    number = _non_negative_number(value)
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise ValueError(f"must be a whole number, got {number}")
+        return int(number)
+    return number
+
+
+def _non_empty_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+Millis = Annotated[int | float, PlainValidator(_non_negative_number)]
+"""Epoch milliseconds or a duration in milliseconds: a finite number >= 0."""
+Count = Annotated[int, PlainValidator(_non_negative_int)]
+Id = Annotated[str, PlainValidator(_non_empty_str)]
+
+
+class ContestEventBase(BaseModel):
+    """Fields every contest event may carry."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+        strict=True,
+        frozen=False,
+    )
+
+    message: str
+    timestamp: str | None = None
+    level: Literal["info", "error"] = "info"
+    hub_id: Id
+    room_id: str | None = None
+    contest_key: Id
+    # Added by this project (never required: hubs that predate them stay valid).
+    event_id: str | None = None
+    schema_version: int | None = None
+    # Raw lifecycle times, where a producer has them.
+    created_at: Millis | None = None
+    started_at: Millis | None = None
+    resolved_at: Millis | None = None
+    expires_at: Millis | None = None
+    expired_at: Millis | None = None
+
+    FINAL: ClassVar[bool] = False
+
+    @field_validator("timestamp")
+    @classmethod
+    def _iso_timestamp(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"must be an ISO-8601 date-time, got {value[:64]!r}") from None
+        return value
+
+    def to_wire(self) -> dict[str, Any]:
+        """The event as JSON-ready dict: camelCase, exactly the fields that were set."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+    def event_time_ms(self) -> float | None:
+        """Epoch ms of ``timestamp`` (naive times are UTC), or None when absent."""
+        if self.timestamp is None:
+            return None
+        parsed = datetime.fromisoformat(self.timestamp)
+        if parsed.tzinfo is None:
+            from datetime import timezone
+
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp() * 1000.0
+
+
+class _Tagged(BaseModel):
+    moderation_tags: list[str] | None = None
+    shared_complication_tags: list[str] | None = None
+
+
+class _Descriptive(BaseModel):
+    label: str | None = None
+    move: str | None = None
+    type: str | None = None
+
+
+class ContestArmed(ContestEventBase, _Descriptive, _Tagged):
+    message: Literal["telemetry.contest.armed"]
+    participant_count: Count = 1
+    participant_capacity: Count | None = None
+    window_ms: Millis | None = None
+
+
+class ContestLaunched(ContestEventBase, _Descriptive, _Tagged):
+    message: Literal["telemetry.contest.launched"]
+    contest_id: Id
+    participant_count: Count | None = None
+    participant_capacity: Count | None = None
+    arming_duration_ms: Millis | None = None
+
+
+class ContestWorkflowStarted(ContestEventBase):
+    message: Literal["telemetry.contest.workflowStarted"]
+    contest_id: Id
+    workflow_id: str | None = None
+    run_id: str | None = None
+
+
+class ContestWorkflowFailed(ContestEventBase):
+    message: Literal["telemetry.contest.workflowFailed"]
+    level: Literal["info", "error"] = "error"
+    contest_id: Id
+    error: str = "workflow_failed"
+
+    FINAL: ClassVar[bool] = True
+
+
+class ContestResolved(ContestEventBase, _Tagged):
+    message: Literal["telemetry.contest.resolved"]
+    contest_id: Id
+    participant_count: Count | None = None
+    participant_capacity: Count | None = None
+    outcome_tier: str | int | None = None
+    shared_complication_count: Count = 0
+    arming_duration_ms: Millis | None = None
+    resolution_duration_ms: Millis | None = None
+
+    FINAL: ClassVar[bool] = True
+
+
+class ContestExpired(ContestEventBase, _Descriptive):
+    message: Literal["telemetry.contest.expired"]
+    participant_count: Count | None = None
+    participant_capacity: Count | None = None
+    window_ms: Millis | None = None
+    arming_duration_ms: Millis | None = None
+
+    FINAL: ClassVar[bool] = True
+
+
+AnyContestEvent = Annotated[
+    ContestArmed
+    | ContestLaunched
+    | ContestWorkflowStarted
+    | ContestWorkflowFailed
+    | ContestResolved
+    | ContestExpired,
+    Field(discriminator="message"),
+]
+
+EVENT_MESSAGES: tuple[str, ...] = tuple(
+    PREFIX + name for name in ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
+)
+FINAL_MESSAGES: frozenset[str] = frozenset(
+    PREFIX + name for name in ("workflowFailed", "resolved", "expired")
+)
+
+
+def short_type(message: str) -> str:
+    """``telemetry.contest.resolved`` -> ``resolved`` (the ``type`` label of metrics)."""
+    return message[len(PREFIX) :] if message.startswith(PREFIX) else message

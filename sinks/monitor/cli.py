@@ -1,0 +1,189 @@
+"""``contest-telemetry monitor``: summarise contest telemetry NDJSON against DES-BENCH-01.
+
+Exit codes: 0 on success (also when a budget is breached, as the JavaScript monitor
+did), 1 with one ``monitor: <message>`` line on stderr for any error, 2 when
+``--fail-on-breach`` is given and a budget is breached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, NoReturn
+
+from rich.console import Console
+
+from contest_telemetry.exceptions import ConfigError
+from sinks.monitor.inputs import InputError, open_lines
+from sinks.monitor.render import render_json, render_table, render_text
+from sinks.monitor.summary import (
+    DEFAULT_ARMING_BUDGET_MS,
+    DEFAULT_RESOLUTION_BUDGET_MS,
+    SummaryBuilder,
+    parse_time_ms,
+)
+
+__all__ = ["EXIT_BREACHED", "EXIT_ERROR", "EXIT_OK", "PROG", "add_parser", "main", "run"]
+
+PROG = "monitor"
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BREACHED = 2
+
+_FORMATS = ("text", "json", "table")
+# A plain decimal: Python's float() would also take "inf", "nan" and "1_000".
+_DECIMAL = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of printing usage and exiting with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Values are taken as strings and validated in run(), so errors read the same
+    # whether this parser is standalone or a subcommand of contest-telemetry.
+    parser.add_argument("--input", "-i", metavar="PATH", help="NDJSON file, .gz, archive dir or - (stdin)")
+    parser.add_argument("--json", action="store_true", help="same as --format json")
+    parser.add_argument("--format", metavar="FORMAT", help="text (default), json or table")
+    parser.add_argument("--arming-threshold", metavar="MS", help="arming p95 budget (default 8000)")
+    parser.add_argument("--resolution-threshold", metavar="MS", help="resolution p95 budget (default 800)")
+    parser.add_argument("--fail-on-breach", action="store_true", help="exit 2 when a budget is breached")
+    parser.add_argument("--hub", action="append", metavar="HUB", help="keep only this hub (repeatable)")
+    parser.add_argument("--since", metavar="TIME", help="keep events at or after (ISO-8601 or epoch ms)")
+    parser.add_argument("--until", metavar="TIME", help="keep events before (ISO-8601 or epoch ms)")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``monitor`` on a ``contest-telemetry`` subparsers action; dispatch to :func:`run`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        PROG,
+        help="summarise contest telemetry NDJSON against the DES-BENCH-01 budgets",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+@dataclass(frozen=True)
+class _Options:
+    source: str | None
+    output: str
+    arming_budget: float
+    resolution_budget: float
+    fail_on_breach: bool
+    hubs: tuple[str, ...] | None
+    since_ms: float | None
+    until_ms: float | None
+
+
+def _threshold(raw: str | None, name: str, default: float) -> float:
+    if raw is None:
+        return default
+    value = float(raw) if _DECIMAL.fullmatch(raw) else math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} threshold must be a positive number (got {raw!r})")
+    return value
+
+
+def _time(raw: str | None, flag: str) -> float | None:
+    if raw is None:
+        return None
+    value = parse_time_ms(float(raw)) if _DECIMAL.fullmatch(raw) else parse_time_ms(raw.strip())
+    if value is None:
+        raise ConfigError(f"{flag} must be an ISO-8601 time or epoch milliseconds (got {raw!r})")
+    return value
+
+
+def _options(args: argparse.Namespace) -> _Options:
+    output = args.format if args.format is not None else "text"
+    if output not in _FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(_FORMATS)} (got {output!r})")
+    if args.json:
+        if args.format is not None and output != "json":
+            raise ConfigError(f"--json conflicts with --format {output}")
+        output = "json"
+    since = _time(args.since, "--since")
+    until = _time(args.until, "--until")
+    if since is not None and until is not None and since >= until:
+        raise ConfigError("--since must be before --until")
+    return _Options(
+        source=args.input,
+        output=output,
+        arming_budget=_threshold(args.arming_threshold, "arming", DEFAULT_ARMING_BUDGET_MS),
+        resolution_budget=_threshold(args.resolution_threshold, "resolution", DEFAULT_RESOLUTION_BUDGET_MS),
+        fail_on_breach=bool(args.fail_on_breach),
+        hubs=tuple(args.hub) if args.hub else None,
+        since_ms=since,
+        until_ms=until,
+    )
+
+
+def _write(stream: IO[str], text: str) -> None:
+    # Write UTF-8 whatever the locale: the text form carries "⚠" and the JSON raw ids.
+    buffer: BinaryIO | None = getattr(stream, "buffer", None)
+    if buffer is not None:
+        stream.flush()
+        buffer.write(text.encode("utf-8", "surrogatepass"))
+        buffer.flush()
+    else:
+        stream.write(text)
+
+
+def run(args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: IO[str] | None = None) -> int:
+    """Run the monitor for parsed arguments; returns the exit code."""
+    out = stdout if stdout is not None else sys.stdout
+    try:
+        options = _options(args)
+        builder = SummaryBuilder(
+            hubs=options.hubs,
+            since_ms=options.since_ms,
+            until_ms=options.until_ms,
+            # Only the JSON form prints the failure events; the others need the count.
+            keep_failures=options.output == "json",
+        )
+        builder.feed_lines(open_lines(options.source, stdin))
+    except (ConfigError, InputError) as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except (OSError, EOFError, zlib.error) as error:
+        print(f"{PROG}: cannot read input: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    budgets = {"arming_budget": options.arming_budget, "resolution_budget": options.resolution_budget}
+    summary = builder.build(include_raw=options.output == "json", **budgets)
+    if options.output == "json":
+        _write(out, render_json(summary) + "\n")
+    elif options.output == "table":
+        # Piped output has no terminal width; 80 columns would truncate the figures.
+        console = Console(file=out, width=None if out.isatty() else 160)
+        console.print(render_table(summary, builder.by_hub(**budgets)))
+    else:
+        _write(out, render_text(summary) + "\n")
+    breached = summary["durations"]["arming"]["breached"] or summary["durations"]["resolution"]["breached"]
+    return EXIT_BREACHED if options.fail_on_breach and breached else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m sinks.monitor``)."""
+    parser = _Parser(prog=PROG, description=__doc__, allow_abbrev=False)
+    _add_arguments(parser)
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            kind = "unknown argument" if extras[0].startswith("-") else "unexpected argument"
+            raise ConfigError(f"{kind}: {extras[0]}")
+    except ConfigError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except SystemExit as done:  # --help
+        return done.code if isinstance(done.code, int) else EXIT_OK
+    return run(args)

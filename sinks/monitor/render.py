@@ -8,8 +8,10 @@ rather than Python's ``repr`` (``240`` not ``240.0``, ``1e-7`` not ``1e-07``).
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 import re
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -21,11 +23,24 @@ __all__ = ["js_number", "js_to_fixed", "render_json", "render_table", "render_te
 _CENTS = Decimal("0.01")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')  # what JSON.stringify escapes
+_EXACT = float(2**53)
+_encode_basestring: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or (
+    json.encoder.py_encode_basestring
+)
 
 
 def js_number(value: float | int) -> str:
     """``String(value)`` for a JavaScript number (shortest round-trip digits, JS exponent rules)."""
     number = float(value)
+    # Fast paths for the usual durations and counts: exact integers below 2**53 and
+    # reprs without an exponent are already what JavaScript prints.
+    if number.is_integer() and -_EXACT < number < _EXACT:
+        return str(int(number))
+    if math.isfinite(number):
+        text = repr(number)
+        if "e" not in text:
+            return text
     if math.isnan(number):
         return "NaN"
     if math.isinf(number):
@@ -108,7 +123,9 @@ def render_text(summary: dict[str, Any]) -> str:
 def _js_string(text: str) -> str:
     # json.dumps escapes the same characters as JSON.stringify, except lone surrogates,
     # which JSON.stringify writes as \udxxx and Python could not encode at all.
-    encoded = json.dumps(text, ensure_ascii=False)
+    if not _NEEDS_ESCAPE.search(text):
+        return f'"{text}"'
+    encoded = _encode_basestring(text)
     return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", encoded)
 
 
@@ -122,10 +139,13 @@ def _js_keys(mapping: dict[str, Any]) -> list[str]:
 
 
 def _write_json(value: Any, indent: str, out: list[str]) -> None:
-    if value is None or value is True or value is False:
-        out.append("null" if value is None else ("true" if value else "false"))
-    elif isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         out.append(_js_string(value))
+    elif value is None or value is True or value is False:
+        out.append("null" if value is None else ("true" if value else "false"))
+    elif kind is float and value.is_integer() and -_EXACT < value < _EXACT:
+        out.append(str(int(value)))
     elif isinstance(value, int | float):
         try:
             number = float(value)

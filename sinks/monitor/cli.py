@@ -12,6 +12,7 @@ import math
 import re
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, NoReturn
 
@@ -19,7 +20,7 @@ from rich.console import Console
 
 from contest_telemetry.exceptions import ConfigError
 from sinks.monitor.inputs import InputError, open_lines
-from sinks.monitor.render import render_json, render_table, render_text
+from sinks.monitor.render import LazyArray, render_table, render_text, write_json
 from sinks.monitor.summary import (
     DEFAULT_ARMING_BUDGET_MS,
     DEFAULT_RESOLUTION_BUDGET_MS,
@@ -128,15 +129,18 @@ def _options(args: argparse.Namespace) -> _Options:
     )
 
 
-def _write(stream: IO[str], text: str) -> None:
+def _writer(stream: IO[str]) -> Callable[[str], object]:
     # Write UTF-8 whatever the locale: the text form carries "⚠" and the JSON raw ids.
     buffer: BinaryIO | None = getattr(stream, "buffer", None)
-    if buffer is not None:
-        stream.flush()
-        buffer.write(text.encode("utf-8", "surrogatepass"))
-        buffer.flush()
-    else:
-        stream.write(text)
+    if buffer is None:
+        return stream.write
+    stream.flush()
+    return lambda text: buffer.write(text.encode("utf-8", "surrogatepass"))
+
+
+def _write(stream: IO[str], text: str) -> None:
+    _writer(stream)(text)
+    stream.flush()
 
 
 def run(args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: IO[str] | None = None) -> int:
@@ -159,9 +163,17 @@ def run(args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: IO[s
         print(f"{PROG}: cannot read input: {error}", file=sys.stderr)
         return EXIT_ERROR
     budgets = {"arming_budget": options.arming_budget, "resolution_budget": options.resolution_budget}
-    summary = builder.build(include_raw=options.output == "json", **budgets)
+    summary = builder.build(include_raw=False, **budgets)
     if options.output == "json":
-        _write(out, render_json(summary) + "\n")
+        # raw is streamed from the records: the whole document never sits in memory.
+        summary["raw"] = {
+            "contests": LazyArray(record.as_dict() for record in builder.contests.values()),
+            "workflowFailures": LazyArray(builder.failures),
+        }
+        write = _writer(out)
+        write_json(summary, write)
+        write("\n")
+        out.flush()
     elif options.output == "table":
         # Piped output has no terminal width; 80 columns would truncate the figures.
         console = Console(file=out, width=None if out.isatty() else 160)

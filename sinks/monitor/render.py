@@ -11,14 +11,22 @@ import json
 import json.encoder
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["js_number", "js_to_fixed", "render_json", "render_table", "render_text"]
+__all__ = [
+    "LazyArray",
+    "js_number",
+    "js_to_fixed",
+    "render_json",
+    "render_table",
+    "render_text",
+    "write_json",
+]
 
 _CENTS = Decimal("0.01")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -138,7 +146,29 @@ def _js_keys(mapping: dict[str, Any]) -> list[str]:
     return sorted(indexes, key=int) + rest
 
 
-def _write_json(value: Any, indent: str, out: list[str]) -> None:
+class LazyArray:
+    """A JSON array rendered item by item, so a large ``raw`` section is never built whole."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = items
+
+
+class _Chunks(list[str]):
+    """Output fragments; with a writer they are handed over every few thousand."""
+
+    def __init__(self, write: Callable[[str], object] | None = None) -> None:
+        super().__init__()
+        self.write = write
+
+    def spill(self) -> None:
+        if self.write is not None and len(self) > 4096:
+            self.write("".join(self))
+            self.clear()
+
+
+def _write_json(value: Any, indent: str, out: _Chunks) -> None:
     kind = type(value)
     if kind is str:
         out.append(_js_string(value))
@@ -164,25 +194,31 @@ def _write_json(value: Any, indent: str, out: list[str]) -> None:
             out.append(f"{',' if position else ''}\n{inner}{_js_string(key)}: ")
             _write_json(by_name[key], inner, out)
         out.append(f"\n{indent}}}")
-    elif isinstance(value, list | tuple):
-        if not value:
-            out.append("[]")
-            return
+    elif isinstance(value, list | tuple | LazyArray):
         inner = indent + "  "
-        out.append("[")
-        for position, item in enumerate(value):
-            out.append(f"{',' if position else ''}\n{inner}")
+        empty = True
+        for item in value.items if isinstance(value, LazyArray) else value:
+            out.append(f"[\n{inner}" if empty else f",\n{inner}")
+            empty = False
             _write_json(item, inner, out)
-        out.append(f"\n{indent}]")
+            out.spill()
+        out.append("[]" if empty else f"\n{indent}]")
     else:
         raise TypeError(f"cannot render {type(value).__name__} as JSON")
 
 
 def render_json(summary: Any) -> str:
     """``JSON.stringify(summary, null, 2)``, without a trailing newline."""
-    out: list[str] = []
+    out = _Chunks()
     _write_json(summary, "", out)
     return "".join(out)
+
+
+def write_json(summary: Any, write: Callable[[str], object]) -> None:
+    """Stream what :func:`render_json` returns to ``write``, a few thousand fragments at a time."""
+    out = _Chunks(write)
+    _write_json(summary, "", out)
+    write("".join(out))
 
 
 def _duration_cell(value: float | None, breached: bool = False) -> Text:

@@ -9,11 +9,12 @@ contests, never with the number of lines.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -280,7 +281,7 @@ class SummaryBuilder:
         keep_failures: bool = True,
     ) -> None:
         self.contests: dict[Hashable, ContestRecord] = {}
-        self.failures: list[Any] = []
+        self._failures: list[Any] = []
         self.failure_count = 0
         self.failures_by_hub: Counter[Any] = Counter()
         self.lines = 0
@@ -295,15 +296,30 @@ class SummaryBuilder:
     def feed_lines(self, lines: Iterable[bytes]) -> None:
         """Fold NDJSON lines; blank and unparsable lines are skipped, as the monitor does."""
         feed = self.feed_event
-        for line in lines:
-            self.lines += 1
-            if line.isspace() or not line:
-                continue
-            event = parse_event_line(line)
-            if event is None:
-                self.unparsable += 1
-                continue
-            feed(event)
+        # Records and decoded events hold no reference cycles, but each allocation
+        # counts towards the cyclic collector, whose full passes over a heap of
+        # millions of records made long logs quadratic; pause it while folding.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for line in lines:
+                self.lines += 1
+                if line.isspace() or not line:
+                    continue
+                event = parse_event_line(line)
+                if event is None:
+                    self.unparsable += 1
+                    continue
+                feed(event, line)
+        finally:
+            if collecting:
+                gc.enable()
+
+    @property
+    def failures(self) -> Iterator[Any]:
+        """The kept workflow failure events, as decoded from their lines, in input order."""
+        for failure in self._failures:
+            yield parse_event_line(failure) if type(failure) is bytes else failure
 
     def _selected(self, event: dict[str, Any]) -> bool:
         if self._hubs is not None:
@@ -320,8 +336,12 @@ class SummaryBuilder:
                 return False
         return True
 
-    def feed_event(self, event: Any) -> None:
-        """Fold one decoded event; anything that is not a contest event is ignored."""
+    def feed_event(self, event: Any, line: bytes | None = None) -> None:
+        """Fold one decoded event; anything that is not a contest event is ignored.
+
+        ``line`` is the event's source text: a kept workflow failure is stored as
+        those bytes, a third of the size of the decoded dict, and decoded for output.
+        """
         if type(event) is not dict:
             return
         if (self._hubs is not None or self._since is not None or self._until is not None) and not (
@@ -335,7 +355,7 @@ class SummaryBuilder:
             hub = event.get("hubId")
             self.failures_by_hub[_hub_key(hub)] += 1
             if self._keep_failures:
-                self.failures.append(event)
+                self._failures.append(event if line is None else line)
             return
         if type(message) is not str or not message.startswith(_PREFIX):
             return
@@ -386,7 +406,8 @@ class SummaryBuilder:
         include_raw: bool = True,
     ) -> dict[str, Any]:
         """The contract's summary document over everything fed so far."""
-        failures: int | list[Any] = self.failures if self._keep_failures else self.failure_count
+        keep = include_raw and self._keep_failures
+        failures: int | list[Any] = list(self.failures) if keep else self.failure_count
         return summarise(
             self.contests.values(),
             failures,

@@ -1,1 +1,8 @@
-"""producers."""
+"""Hub-side producers: the embeddable publisher and the load generator."""
+
+from __future__ import annotations
+
+from producers.publisher import ContestPublisher, iso_timestamp
+from producers.settings import PublisherSettings
+
+__all__ = ["ContestPublisher", "PublisherSettings", "iso_timestamp"]

@@ -80,7 +80,11 @@ class BrokerProcess:
             start_new_session=True,
         )
         try:
-            wait_ready(self.bootstrap, timeout=self.start_timeout, alive=lambda: self.proc is not None and self.proc.poll() is None)
+            wait_ready(
+                self.bootstrap,
+                timeout=self.start_timeout,
+                alive=lambda: self.proc is not None and self.proc.poll() is None,
+            )
         except TimeoutError as exc:
             tail = self.log_tail()
             self.stop()

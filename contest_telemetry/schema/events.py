@@ -9,7 +9,7 @@ means them: booleans and numeric strings are not numbers.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
@@ -114,9 +114,7 @@ class ContestEventBase(BaseModel):
             return None
         parsed = datetime.fromisoformat(self.timestamp)
         if parsed.tzinfo is None:
-            from datetime import timezone
-
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp() * 1000.0
 
 
@@ -196,7 +194,8 @@ AnyContestEvent = Annotated[
 ]
 
 EVENT_MESSAGES: tuple[str, ...] = tuple(
-    PREFIX + name for name in ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
+    PREFIX + name
+    for name in ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
 )
 FINAL_MESSAGES: frozenset[str] = frozenset(
     PREFIX + name for name in ("workflowFailed", "resolved", "expired")

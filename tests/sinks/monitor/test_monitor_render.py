@@ -195,3 +195,13 @@ def test_render_table_lists_hubs_and_totals() -> None:
     text = console.export_text()
     for name in ("hub-0", "hub-1", "hub-2", "(no hub)", "Total", "990.00 ⚠"):
         assert name in text
+
+
+def test_write_json_streams_the_same_text_in_chunks() -> None:
+    from sinks.monitor.render import LazyArray, write_json
+
+    rows = [{"id": f"c{i}", "v": i / 4, "o": []} for i in range(5000)]
+    chunks: list[str] = []
+    write_json({"raw": LazyArray(iter(rows)), "none": LazyArray(())}, chunks.append)
+    assert len(chunks) > 2
+    assert "".join(chunks) == render_json({"raw": rows, "none": []})

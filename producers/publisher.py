@@ -71,6 +71,8 @@ class ContestPublisher:
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
         self._pending: set[asyncio.Future[Any]] = set()
+        # Events taken from the buffer whose delivery is not settled yet (sent or failed).
+        self._inflight = 0
         self._open = False
         self._id = os.urandom(6).hex()
         self._seq = 0
@@ -124,7 +126,7 @@ class ContestPublisher:
 
     async def flush(self) -> None:
         """Wait until everything recorded so far is acknowledged (or failed and counted)."""
-        while self._buffer or self._pending:
+        while self._buffer or self._inflight:
             self._wakeup.set()
             if self._pending:
                 if self._producer is not None:
@@ -413,10 +415,10 @@ class ContestPublisher:
         self._room.set()
         if not batch:
             return
+        self._inflight += len(batch)
         if self.settings.batching == "single":
             for event in batch:
-                hub = event.get("hubId") or ""
-                await self._send(hub, encode(event), 1)
+                await self._send(event.get("hubId") or "", [event], 0)
         else:
             by_hub: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
             for event in batch:
@@ -425,16 +427,25 @@ class ContestPublisher:
             for hub, events in by_hub.items():
                 dropped = self._dropped_by_hub.pop(hub, 0)
                 for i in range(0, len(events), size):
-                    chunk = events[i : i + size]
-                    await self._send(hub, encode_envelope(hub, chunk, dropped if i == 0 else 0), len(chunk))
+                    await self._send(hub, events[i : i + size], dropped if i == 0 else 0)
         self.metrics.sync(len(self._buffer))
 
-    async def _send(self, hub: str, value: bytes, count: int) -> None:
+    async def _send(self, hub: str, events: list[dict[str, Any]], dropped: int) -> None:
+        """Queue one record; every failure is settled here so ``flush()`` never waits forever."""
         assert self._producer is not None
+        count = len(events)
         try:
+            if self.settings.batching == "single":
+                value = encode(events[0])
+            else:
+                value = encode_envelope(hub, events, dropped)
             future = await self._producer.send(self.topic, value, key=hub.encode())
+        except asyncio.CancelledError:
+            self._inflight -= count
+            raise
         except Exception:
             self.metrics.failed += count
+            self._inflight -= count
             log.exception("contest publisher: could not queue %d event(s) of hub %r", count, hub)
             return
         self._pending.add(future)
@@ -442,6 +453,7 @@ class ContestPublisher:
 
     def _delivered(self, future: asyncio.Future[Any], count: int) -> None:
         self._pending.discard(future)
+        self._inflight -= count
         if future.cancelled() or future.exception() is not None:
             self.metrics.failed += count
             log.error(

@@ -25,6 +25,7 @@ async def test_every_contract_event_round_trips_as_identical_json(
     async with ContestPublisher(kafka_settings, settings, topic=topic) as pub:
         for event in ALL:
             assert await pub.publish(dict(event, eventId=f"id-{event['message']}"))
+    assert pub.stats()["sent"] == len(ALL), pub.stats()
     records = await consume(kafka_broker.bootstrap, topic, count=len(ALL))
     got = sorted((orjson.loads(r.value) for r in records), key=lambda e: e["eventId"])
     want = sorted((dict(e, eventId=f"id-{e['message']}") for e in ALL), key=lambda e: e["eventId"])
@@ -39,11 +40,20 @@ async def test_record_methods_compute_durations_and_envelope_per_hub(
     async with ContestPublisher(kafka_settings, PublisherSettings(linger_ms=50), topic=topic) as pub:
         common = {"room_id": "r", "contest_key": "k"}
         await pub.record_armed(hub_id="h1", created_at=100, expires_at=15100, **common)
-        await pub.record_launched(hub_id="h1", contest_id="c", created_at=100, started_at=340,
-                                  participant_count=3, **common)
+        await pub.record_launched(
+            hub_id="h1", contest_id="c", created_at=100, started_at=340, participant_count=3, **common
+        )
         await pub.record_workflow_started(hub_id="h1", contest_id="c", workflow_id="wf", **common)
-        await pub.record_resolved(hub_id="h1", contest_id="c", created_at=100, started_at=340,
-                                  resolved_at=920, participant_count=3, outcome_tier="win", **common)
+        await pub.record_resolved(
+            hub_id="h1",
+            contest_id="c",
+            created_at=100,
+            started_at=340,
+            resolved_at=920,
+            participant_count=3,
+            outcome_tier="win",
+            **common,
+        )
         await pub.record_workflow_failed(hub_id="h2", contest_id="d", **common)
         await pub.record_expired(hub_id="h2", created_at=0, expires_at=500, expired_at=800, **common)
     records = await consume(kafka_broker.bootstrap, topic, count=2)  # one envelope per hub
@@ -62,21 +72,25 @@ async def test_record_methods_compute_durations_and_envelope_per_hub(
     assert len({e["eventId"] for e in events.values()}) == 6
 
 
-async def test_close_flushes_everything(kafka_settings: KafkaSettings, make_topic, kafka_broker: KafkaTarget) -> None:
+async def test_close_flushes_everything(
+    kafka_settings: KafkaSettings, make_topic, kafka_broker: KafkaTarget
+) -> None:
     topic = make_topic("flush", partitions=2)
     # A long linger: only close() can be what pushes the events out.
     pub = await ContestPublisher(kafka_settings, PublisherSettings(linger_ms=60_000), topic=topic).start()
     for i in range(2_000):
-        await pub.record_workflow_started(hub_id=f"h{i % 7}", room_id="r", contest_id=f"c{i}",
-                                          contest_key="k", workflow_id="wf")
+        await pub.record_workflow_started(
+            hub_id=f"h{i % 7}", room_id="r", contest_id=f"c{i}", contest_key="k", workflow_id="wf"
+        )
     await pub.close()
     assert pub.stats()["sent"] == 2_000 and pub.stats()["buffered"] == 0
     records = await consume(kafka_broker.bootstrap, topic, count=7, idle=0.5)
     ids = [e.event_id for r in records for e in decode_record(r.value).events]
     assert len(ids) == len(set(ids)) == 2_000
     with pytest.raises(PublisherClosedError):
-        await pub.record_workflow_started(hub_id="h", room_id="r", contest_id="c", contest_key="k",
-                                          workflow_id=None)
+        await pub.record_workflow_started(
+            hub_id="h", room_id="r", contest_id="c", contest_key="k", workflow_id=None
+        )
 
 
 async def test_idempotent_acks_all_on_apache_kafka(
@@ -98,7 +112,9 @@ async def test_auto_idempotence_matches_the_broker(
         assert pub.idempotent == kafka_broker.idempotence
 
 
-async def test_full_buffer_drops_and_counts(kafka_settings: KafkaSettings, make_topic, kafka_broker: KafkaTarget) -> None:
+async def test_full_buffer_drops_and_counts(
+    kafka_settings: KafkaSettings, make_topic, kafka_broker: KafkaTarget
+) -> None:
     topic = make_topic("drop")
     registry = CollectorRegistry()
     settings = PublisherSettings(buffer_size=10, overflow="drop", linger_ms=60_000, max_envelope_events=1000)
@@ -123,7 +139,9 @@ async def test_full_buffer_waits_with_wait_policy(
     settings = PublisherSettings(buffer_size=5, overflow="wait", linger_ms=1)
     async with ContestPublisher(kafka_settings, settings, topic=topic) as pub:
         results = await asyncio.gather(
-            *(pub.record_workflow_failed(hub_id="h", room_id="r", contest_id=f"c{i}", contest_key="k")
-              for i in range(200))
+            *(
+                pub.record_workflow_failed(hub_id="h", room_id="r", contest_id=f"c{i}", contest_key="k")
+                for i in range(200)
+            )
         )
     assert all(results) and pub.stats()["dropped"] == 0 and pub.stats()["sent"] == 200

@@ -1,0 +1,1 @@
+"""Prometheus exporter: metrics of a worker, collected at scrape time."""

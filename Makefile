@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-deps demo test lint bench clean
 
 install: $(STAMP)
 
@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/contest-telemetry demo
 
-test: install
+system-deps:
+	@scripts/install-system-deps.sh
+
+test: install system-deps
 	$(BIN)/python -m pytest -q -ra
 
 lint: install

@@ -1,0 +1,257 @@
+"""``contest-telemetry archive run|verify``: archive contest events and records as gzip NDJSON.
+
+``archive run`` consumes ``contest.events`` and ``contest.records`` into a date-partitioned tree of
+gzip NDJSON chunks with a ``manifest.jsonl`` (see ``sinks/archive/store.py`` for the crash-safety
+protocol). SIGTERM/SIGINT stop it gracefully: open chunks are written out first.
+
+``archive verify DIR`` checks every file against the manifest and the offsets' continuity.
+
+Exit codes: 0 ok; 1 ``verify`` found problems, or ``run`` failed; 2 bad flags or configuration
+(one ``archive: <message>`` line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import orjson
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
+from contest_telemetry.settings import KafkaSettings, TopicSettings
+from sinks.archive.lines import Kind
+from sinks.archive.runner import ArchiveRun, run_archiver
+from sinks.archive.settings import ArchiveSettings
+from sinks.archive.store import ArchiveStore
+from sinks.archive.verify import VerifyReport, verify_archive
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "PROG", "add_parser", "main", "run"]
+
+PROG = "archive"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises instead of printing usage and exiting with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def _positive_float(flag: str, raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{flag} must be a positive number of seconds (got {raw!r})")
+    return value
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="archive_command", metavar="{run,verify}", parser_class=_Parser)
+    run_p = commands.add_parser("run", help="archive contest.events and contest.records", allow_abbrev=False)
+    run_p.add_argument(
+        "--dir", metavar="DIR", help="archive root (CT_ARCHIVE_DIR, default ./contest-archive)"
+    )
+    run_p.add_argument(
+        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    run_p.add_argument("--events-topic", metavar="TOPIC", help="events topic ('' to skip; CT_TOPIC_EVENTS)")
+    run_p.add_argument(
+        "--records-topic", metavar="TOPIC", help="records topic ('' to skip; CT_TOPIC_RECORDS)"
+    )
+    run_p.add_argument(
+        "--chunk-records", metavar="N", help="Kafka records per chunk (CT_ARCHIVE_CHUNK_RECORDS)"
+    )
+    run_p.add_argument(
+        "--group", metavar="GROUP", help="consumer group for offset commits (CT_ARCHIVE_GROUP_ID)"
+    )
+    run_p.add_argument(
+        "--stop-after-idle", metavar="SECONDS", help="stop (flushing) after no records this long"
+    )
+    run_p.add_argument(
+        "--idle-flush",
+        metavar="SECONDS",
+        help="opt-in: close a partition's chunk after no records this long (timing-dependent boundaries)",
+    )
+    run_p.add_argument("--progress-interval", metavar="SECONDS", help="progress line period on stderr (5)")
+    run_p.add_argument("--json", action="store_true", help="print the final stats as one JSON line")
+    verify_p = commands.add_parser("verify", help="check an archive directory", allow_abbrev=False)
+    verify_p.add_argument("directory", metavar="DIR", help="archive root")
+    verify_p.add_argument("--json", action="store_true", help="machine-readable report")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``archive`` (with ``run`` and ``verify``) on a subparsers action; dispatch to :func:`run`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        PROG,
+        help="archive contest telemetry to gzip NDJSON, and verify archives",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
+    overrides: dict[str, Any] = {}
+    if args.dir is not None:
+        if not args.dir.strip():
+            raise ConfigError("--dir must not be empty")
+        overrides["dir"] = Path(args.dir)
+    if args.chunk_records is not None:
+        overrides["chunk_records"] = args.chunk_records
+    if args.group is not None:
+        overrides["group_id"] = args.group
+    if args.events_topic is not None:
+        overrides["events_topic"] = args.events_topic
+    if args.records_topic is not None:
+        overrides["records_topic"] = args.records_topic
+    try:
+        settings = ArchiveSettings(**overrides)
+        kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap is not None else {}))
+        topic_names = TopicSettings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigError(f"{where}: {first['msg']}") from None
+    if not kafka.bootstrap_servers.strip():
+        raise ConfigError("--bootstrap / KAFKA_BOOTSTRAP_SERVERS must not be empty")
+    topics: dict[str, Kind] = {}
+    events = topic_names.events if settings.events_topic is None else settings.events_topic
+    records = topic_names.records if settings.records_topic is None else settings.records_topic
+    if events:
+        topics[events] = "events"
+    if records:
+        if records in topics:
+            raise ConfigError(f"events and records topics must differ (both {records!r})")
+        topics[records] = "records"
+    if not topics:
+        raise ConfigError("nothing to archive: both --events-topic and --records-topic are empty")
+    stop_after_idle = _positive_float("--stop-after-idle", args.stop_after_idle)
+    idle_flush = _positive_float("--idle-flush", args.idle_flush)
+    if idle_flush is None:
+        idle_flush = settings.idle_flush_seconds
+    interval = (
+        5.0
+        if args.progress_interval is None
+        else _positive_float("--progress-interval", args.progress_interval)
+    )
+    store = ArchiveStore(settings.dir, settings.chunk_records, settings.compress_level)
+    archive_run = ArchiveRun(
+        store=store,
+        kafka=kafka,
+        topics=topics,
+        group_id=settings.group_id,
+        stop_after_idle=stop_after_idle,
+        idle_flush=idle_flush,
+        progress=sys.stderr,
+        progress_interval=interval or 5.0,
+    )
+    return archive_run, bool(args.json)
+
+
+def _run_archive(args: argparse.Namespace, out: IO[str]) -> int:
+    try:
+        archive_run, as_json = _settings(args)
+    except ConfigError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        archive_run.store.open()
+        if archive_run.store.removed:
+            print(
+                f"{PROG}: removed {len(archive_run.store.removed)} unlisted chunk file(s) left by a crash",
+                file=sys.stderr,
+            )
+        stats = run_archiver(archive_run)
+    except ContestTelemetryError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # a Kafka error, ...: one line, not a traceback
+        print(f"{PROG}: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        out.write(orjson.dumps(stats.as_dict()).decode() + "\n")
+        out.flush()
+    return EXIT_OK
+
+
+def _render(report: VerifyReport, out: IO[str]) -> None:
+    console = Console(file=out, width=None if out.isatty() else 160, highlight=False)
+    if report.ok:
+        console.print(
+            f"archive OK: {report.files} files, {report.lines} lines in {report.root}", markup=False
+        )
+        return
+    table = Table(title=f"archive verify: {len(report.problems)} problem(s) in {report.root}")
+    for column in ("kind", "file", "topic", "partition", "detail"):
+        table.add_column(column, overflow="fold")
+    for problem in report.problems:
+        table.add_row(
+            problem.kind,
+            problem.file or "",
+            problem.topic or "",
+            "" if problem.partition is None else str(problem.partition),
+            problem.detail,
+        )
+    console.print(table)
+    console.print(f"{report.files} files, {report.lines} lines checked", markup=False)
+
+
+def _verify(args: argparse.Namespace, out: IO[str]) -> int:
+    try:
+        report = verify_archive(Path(args.directory))
+    except OSError as error:
+        print(f"{PROG}: cannot verify {args.directory}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json:
+        out.write(orjson.dumps(report.as_dict()).decode() + "\n")
+        out.flush()
+    else:
+        _render(report, out)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def run(args: argparse.Namespace, *, stdout: IO[str] | None = None) -> int:
+    """Dispatch ``archive run`` / ``archive verify`` for parsed arguments; returns the exit code."""
+    out = stdout if stdout is not None else sys.stdout
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s", stream=sys.stderr)
+    command = getattr(args, "archive_command", None)
+    if command == "run":
+        return _run_archive(args, out)
+    if command == "verify":
+        return _verify(args, out)
+    print(f"{PROG}: choose a command: run or verify", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m sinks.archive run|verify ...``)."""
+    parser = _Parser(prog=PROG, description=__doc__, allow_abbrev=False)
+    _add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except ConfigError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SystemExit as done:  # --help
+        return done.code if isinstance(done.code, int) else EXIT_OK
+    return run(args)

@@ -1,0 +1,354 @@
+"""The archive directory: chunk files, the manifest and crash recovery.
+
+Every chunk goes through the same steps, in this order:
+
+1. lines are streamed into ``.staging/<name>.tmp`` (gzip, ``mtime=0`` so a re-write is identical);
+2. the temp file is fsynced and renamed to its final path; the directory is fsynced (and the
+   parents of any directory created for it);
+3. one manifest line is appended and fsynced: from here on the chunk is archived;
+4. only then does the caller commit the Kafka offset (advisory: restarts resume from the manifest).
+
+On start (:meth:`ArchiveStore.open`): a torn last manifest line is cut off, ``.staging`` is
+emptied, chunk files the manifest does not list are deleted (a crash between 2 and 3: they are
+written again from the same offsets), and every partition resumes at its last archived offset + 1.
+So a crash at any point leaves no duplicate line, no gap, and no file a reader could take for a
+whole one (readers go through the manifest, which only lists finished files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import io
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from sinks.archive.exceptions import ArchiveError, ArchiveLockedError
+from sinks.archive.manifest import MANIFEST_NAME, ManifestEntry, append_entry, fsync_dir, recover_manifest
+from sinks.archive.paths import TMP_SUFFIX, chunk_relpath, parse_chunk_name, safe_component
+
+__all__ = ["LOCK_NAME", "STAGING_DIR", "ArchiveStore", "crash_point", "iso_ms"]
+
+STAGING_DIR = ".staging"
+LOCK_NAME = ".lock"
+_CRASH_ENV = "CT_ARCHIVE_CRASH_AT"
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Test hook: ``CT_ARCHIVE_CRASH_AT=<name>:<n>`` SIGKILLs this process the n-th time it
+    passes ``name`` (after-tmp, after-rename, after-manifest, after-commit)."""
+    spec = os.environ.get(_CRASH_ENV)
+    if not spec:
+        return
+    point, _, count = spec.partition(":")
+    if point != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] >= int(count or 1):
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def iso_ms(ms: float | None) -> str | None:
+    """Epoch ms as ISO-8601 UTC with milliseconds, or None (out of range too)."""
+    if ms is None:
+        return None
+    try:
+        moment = datetime.fromtimestamp(ms / 1000.0, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _HashingWriter(io.RawIOBase):
+    """The raw temp file under gzip: hashes and counts the compressed bytes as they pass."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.size += len(view)
+        self.handle.write(view)
+        return len(view)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+@dataclass
+class _OpenChunk:
+    topic: str
+    partition: int
+    first: int
+    index: int  # offset // chunk_records
+    tmp: Path
+    raw: _HashingWriter
+    gz: gzip.GzipFile
+    last: int = -1
+    records: int = 0
+    lines: int = 0
+    skipped: int = 0
+    min_ms: float | None = None
+    max_ms: float | None = None
+    min_kafka_ms: float | None = None
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.gz.close()
+        with contextlib.suppress(Exception):
+            self.raw.handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+@dataclass
+class ArchiveStore:
+    """Writes chunks for any number of (topic, partition); one process per directory (locked)."""
+
+    root: Path
+    chunk_records: int = 10_000
+    compress_level: int = 6
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)  # last archived offset
+    entries: list[ManifestEntry] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # unlisted files deleted on open
+    _open: dict[tuple[str, int], _OpenChunk] = field(default_factory=dict)
+    _known_dirs: set[Path] = field(default_factory=set)
+    _manifest_fd: int | None = None
+    _lock_fd: int | None = None
+
+    # -- open / close ----------------------------------------------------------------------------
+    def open(self) -> ArchiveStore:
+        if self.chunk_records < 1:
+            raise ArchiveError(f"chunk size must be >= 1 record (got {self.chunk_records})")
+        root = self.root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise ArchiveError(f"cannot use archive directory {root}: {error}") from error
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise ArchiveLockedError(f"{root}: another archiver is writing this directory") from None
+        try:
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _recover(self) -> None:
+        root = self.root
+        manifest = root / MANIFEST_NAME
+        chunk_files = list(self._chunk_files())
+        if not manifest.exists():
+            if chunk_files:
+                raise ArchiveError(
+                    f"{root} holds {len(chunk_files)} chunk file(s) but no {MANIFEST_NAME}; "
+                    "refusing to treat them as unarchived (restore the manifest or use a new directory)"
+                )
+            manifest.touch()
+            fsync_dir(root)
+        self.entries = recover_manifest(manifest)
+        listed = {entry.file for entry in self.entries}
+        for entry in self.entries:
+            key = (entry.topic, entry.partition)
+            self.positions[key] = max(self.positions.get(key, -1), entry.last_offset)
+        staging = root / STAGING_DIR
+        staging.mkdir(exist_ok=True)
+        for stray in staging.iterdir():
+            if stray.is_file():
+                stray.unlink()
+        touched: set[Path] = {staging}
+        for path in chunk_files:
+            relative = path.relative_to(root).as_posix()
+            if relative not in listed:
+                path.unlink()
+                self.removed.append(relative)
+                touched.add(path.parent)
+        for directory in touched:
+            fsync_dir(directory)
+        self._manifest_fd = os.open(manifest, os.O_WRONLY | os.O_APPEND)
+
+    def _chunk_files(self) -> Iterator[Path]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+            for name in filenames:
+                if parse_chunk_name(name) is not None:
+                    yield Path(dirpath) / name
+
+    def close(self) -> None:
+        """Drop open chunks (not archived: they will be read again) and release the directory."""
+        for chunk in self._open.values():
+            chunk.discard()
+        self._open.clear()
+        if self._manifest_fd is not None:
+            os.close(self._manifest_fd)
+            self._manifest_fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> ArchiveStore:
+        return self.open() if self._lock_fd is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- positions -------------------------------------------------------------------------------
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """Where this partition resumes (last archived + 1), None when nothing is archived yet."""
+        last = self.positions.get((topic, partition))
+        return None if last is None else last + 1
+
+    def forget(self, topic: str, partition: int) -> None:
+        """The broker no longer has last+1 (retention): the next chunk starts where data starts,
+        so ``archive verify`` shows the gap instead of a chunk that claims offsets it never saw."""
+        self.positions.pop((topic, partition), None)
+
+    def open_chunks(self) -> list[tuple[str, int]]:
+        return list(self._open)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        kafka_ms: float,
+        lines: list[tuple[bytes, float]],
+        skipped: int = 0,
+    ) -> list[ManifestEntry]:
+        """Archive one Kafka record's lines; return the chunks this closed (0, 1 or 2)."""
+        key = (topic, partition)
+        closed: list[ManifestEntry] = []
+        last = self.positions.get(key)
+        if last is not None and offset <= last:
+            return closed  # already archived (a re-delivery after a seek): never twice
+        index = offset // self.chunk_records
+        chunk = self._open.get(key)
+        if chunk is not None and offset <= chunk.last:
+            return closed
+        if chunk is not None and chunk.index != index:
+            closed.append(self._finish(key))
+            chunk = None
+        if chunk is None:
+            chunk = self._start(topic, partition, offset, index)
+        if lines:
+            chunk.gz.write(b"".join(line + b"\n" for line, _ in lines))
+            times = [ms for _, ms in lines]
+            low, high = min(times), max(times)
+            chunk.min_ms = low if chunk.min_ms is None else min(chunk.min_ms, low)
+            chunk.max_ms = high if chunk.max_ms is None else max(chunk.max_ms, high)
+        chunk.min_kafka_ms = kafka_ms if chunk.min_kafka_ms is None else min(chunk.min_kafka_ms, kafka_ms)
+        chunk.last = offset
+        chunk.records += 1
+        chunk.lines += len(lines)
+        chunk.skipped += skipped
+        if offset >= (index + 1) * self.chunk_records - 1:
+            closed.append(self._finish(key))
+        return closed
+
+    def _start(self, topic: str, partition: int, offset: int, index: int) -> _OpenChunk:
+        # A chunk covers every offset since the last archived one: offsets Kafka skips
+        # (transaction markers, compaction) must not read as gaps.
+        resume = self.next_offset(topic, partition)
+        first = resume if resume is not None and resume < offset else offset
+        tmp = self.root / STAGING_DIR / f"{safe_component(topic)}-p{partition}-{first:020d}{TMP_SUFFIX}"
+        handle = open(tmp, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in _finish/discard
+        raw = _HashingWriter(handle)
+        gz = gzip.GzipFile(
+            filename="", mode="wb", fileobj=cast(Any, raw), compresslevel=self.compress_level, mtime=0
+        )
+        chunk = _OpenChunk(topic, partition, first, index, tmp, raw, gz)
+        self._open[(topic, partition)] = chunk
+        return chunk
+
+    def _mkdirs(self, directory: Path) -> None:
+        if directory in self._known_dirs:
+            return
+        missing: list[Path] = []
+        probe = directory
+        while probe != self.root and not probe.exists():
+            missing.append(probe)
+            probe = probe.parent
+        for path in reversed(missing):
+            path.mkdir(exist_ok=True)
+            fsync_dir(path.parent)
+        self._known_dirs.add(directory)
+
+    def _finish(self, key: tuple[str, int]) -> ManifestEntry:
+        chunk = self._open.pop(key)
+        try:
+            chunk.gz.close()
+            chunk.raw.flush()
+            os.fsync(chunk.raw.handle.fileno())
+            chunk.raw.handle.close()
+        except BaseException:
+            chunk.discard()
+            raise
+        crash_point("after-tmp")
+        date_ms = chunk.min_ms if chunk.min_ms is not None else chunk.min_kafka_ms
+        relative = chunk_relpath(chunk.topic, chunk.partition, chunk.first, chunk.last, date_ms)
+        final = self.root / relative
+        self._mkdirs(final.parent)
+        os.replace(chunk.tmp, final)
+        fsync_dir(final.parent)
+        crash_point("after-rename")
+        entry = ManifestEntry(
+            file=relative,
+            topic=chunk.topic,
+            partition=chunk.partition,
+            first_offset=chunk.first,
+            last_offset=chunk.last,
+            records=chunk.records,
+            lines=chunk.lines,
+            skipped=chunk.skipped,
+            sha256=chunk.raw.sha.hexdigest(),
+            size=chunk.raw.size,
+            min_event_time=iso_ms(chunk.min_ms),
+            max_event_time=iso_ms(chunk.max_ms),
+        )
+        if self._manifest_fd is None:
+            raise ArchiveError("archive store is not open")
+        append_entry(self._manifest_fd, entry)
+        self.entries.append(entry)
+        self.positions[key] = chunk.last
+        crash_point("after-manifest")
+        return entry
+
+    def flush(self, topic: str, partition: int) -> ManifestEntry | None:
+        """Close the open chunk of a partition early (graceful stop, idle flush)."""
+        if (topic, partition) not in self._open:
+            return None
+        return self._finish((topic, partition))
+
+    def flush_all(self) -> list[ManifestEntry]:
+        return [self._finish(key) for key in list(self._open)]
+
+    def drop(self, topic: str, partition: int) -> None:
+        """Forget a partition's open chunk (it will be consumed again from the manifest)."""
+        chunk = self._open.pop((topic, partition), None)
+        if chunk is not None:
+            chunk.discard()
+
+    def idle_keys(self, predicate: Callable[[tuple[str, int]], bool]) -> list[tuple[str, int]]:
+        return [key for key in self._open if predicate(key)]

@@ -1,0 +1,211 @@
+"""``archive verify``: is every file what the manifest says, and do the offsets line up?
+
+Problem kinds (stable, for ``--json``):
+
+- ``manifest``: a manifest line that is not a valid entry (``torn`` when it is the last line);
+- ``bad-entry``: an entry whose file lies outside the archive or is not a chunk name;
+- ``name``: the file name's partition/offsets differ from the entry's;
+- ``missing``: a listed file is not on disk;
+- ``duplicate-entry``: two entries name the same file;
+- ``sha256`` / ``size``: the file's bytes differ from what was archived;
+- ``gzip``: the file does not decompress to the end (truncated, corrupt);
+- ``count``: the number of lines differs from the entry's;
+- ``json``: a line of the file is not a JSON object;
+- ``gap`` / ``overlap``: consecutive chunks of a partition do not continue at last + 1;
+- ``unlisted``: a chunk file on disk the manifest does not list.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import itertools
+import os
+import zlib
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sinks.archive.manifest import MANIFEST_NAME, ManifestEntry, read_manifest
+from sinks.archive.paths import parse_chunk_name
+
+__all__ = ["Problem", "VerifyReport", "verify_archive"]
+
+_READ = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: str
+    file: str | None
+    topic: str | None
+    partition: int | None
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    root: str
+    files: int = 0
+    lines: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "root": self.root,
+            "files": self.files,
+            "lines": self.lines,
+            "problems": [asdict(problem) for problem in self.problems],
+        }
+
+
+def _check_file(path: Path, entry: ManifestEntry, report: VerifyReport) -> None:
+    def problem(kind: str, detail: str) -> None:
+        report.problems.append(Problem(kind, entry.file, entry.topic, entry.partition, detail))
+
+    sha = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while block := handle.read(_READ):
+            sha.update(block)
+            size += len(block)
+    if size != entry.size:
+        problem("size", f"{size} bytes on disk, manifest says {entry.size}")
+    if sha.hexdigest() != entry.sha256:
+        problem("sha256", f"sha256 {sha.hexdigest()[:16]}..., manifest says {entry.sha256[:16]}...")
+    lines = 0
+    bad_json = 0
+    first_bad: int | None = None
+    tail = b""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while block := stream.read(_READ):
+                parts = (tail + block).split(b"\n")
+                tail = parts.pop()
+                for line in parts:
+                    lines += 1
+                    try:
+                        ok = isinstance(orjson.loads(line), dict)
+                    except orjson.JSONDecodeError:
+                        ok = False
+                    if not ok:
+                        bad_json += 1
+                        first_bad = first_bad or lines
+    except (OSError, EOFError, zlib.error) as error:
+        problem("gzip", f"does not decompress: {error}")
+        return
+    if tail:
+        lines += 1
+        problem("json", f"last line {lines} has no newline (file cut short?)")
+    if bad_json:
+        problem("json", f"{bad_json} line(s) are not JSON objects (first: line {first_bad})")
+    if lines != entry.lines:
+        problem("count", f"{lines} lines, manifest says {entry.lines}")
+    report.lines += lines
+
+
+def verify_archive(directory: Path) -> VerifyReport:
+    """Check an archive directory; never raises for what it finds (only for an unreadable root)."""
+    root = directory.resolve()
+    report = VerifyReport(str(root))
+    manifest = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a directory: {directory}")
+    if not manifest.is_file():
+        report.problems.append(Problem("manifest", MANIFEST_NAME, None, None, "manifest.jsonl not found"))
+        read_entries: list[ManifestEntry] = []
+    else:
+        read = read_manifest(manifest)
+        read_entries = read.entries
+        for number, reason in read.errors:
+            report.problems.append(Problem("manifest", MANIFEST_NAME, None, None, f"line {number}: {reason}"))
+        if read.torn:
+            report.problems.append(
+                Problem("manifest", MANIFEST_NAME, None, None, f"torn last line ({len(read.torn)} bytes)")
+            )
+    listed: set[str] = set()
+    by_partition: dict[tuple[str, int], list[ManifestEntry]] = defaultdict(list)
+    for entry in read_entries:
+        path = (root / entry.file).resolve()
+        name = parse_chunk_name(path.name)
+        if not path.is_relative_to(root) or name is None:
+            report.problems.append(
+                Problem(
+                    "bad-entry", entry.file, entry.topic, entry.partition, "not a chunk file of this archive"
+                )
+            )
+            continue
+        relative = path.relative_to(root).as_posix()
+        if relative in listed:
+            report.problems.append(
+                Problem("duplicate-entry", entry.file, entry.topic, entry.partition, "listed more than once")
+            )
+            continue
+        listed.add(relative)
+        by_partition[(entry.topic, entry.partition)].append(entry)
+        if (name.partition, name.first, name.last) != (
+            entry.partition,
+            entry.first_offset,
+            entry.last_offset,
+        ):
+            report.problems.append(
+                Problem(
+                    "name",
+                    entry.file,
+                    entry.topic,
+                    entry.partition,
+                    f"name says p{name.partition} {name.first}..{name.last}, manifest says "
+                    f"p{entry.partition} {entry.first_offset}..{entry.last_offset}",
+                )
+            )
+        if not path.is_file():
+            report.problems.append(
+                Problem("missing", entry.file, entry.topic, entry.partition, "file not found")
+            )
+            continue
+        report.files += 1
+        _check_file(path, entry, report)
+    for (topic, partition), entries in sorted(by_partition.items()):
+        entries.sort(key=lambda e: (e.first_offset, e.last_offset))
+        for previous, current in itertools.pairwise(entries):
+            expected = previous.last_offset + 1
+            if current.first_offset > expected:
+                report.problems.append(
+                    Problem(
+                        "gap",
+                        current.file,
+                        topic,
+                        partition,
+                        f"offsets {expected}..{current.first_offset - 1} are in no file (after {previous.file})",
+                    )
+                )
+            elif current.first_offset < expected:
+                report.problems.append(
+                    Problem(
+                        "overlap",
+                        current.file,
+                        topic,
+                        partition,
+                        f"offsets {current.first_offset}..{min(previous.last_offset, current.last_offset)} "
+                        f"are also in {previous.file}",
+                    )
+                )
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+        for filename in sorted(filenames):
+            if parse_chunk_name(filename) is None:
+                continue
+            relative = (Path(dirpath) / filename).relative_to(root).as_posix()
+            if relative not in listed:
+                report.problems.append(
+                    Problem("unlisted", relative, None, None, "chunk file not in the manifest")
+                )
+    return report

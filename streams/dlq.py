@@ -1,0 +1,78 @@
+"""The dead-letter record: what failed, why, and where it came from.
+
+Value (JSON)::
+
+    {"reason": "decode" | "validation" | "envelope",
+     "error": "<message>", "errors": [{"field", "reason"}],
+     "source": {"topic", "partition", "offset", "key"},
+     "index": <position of the bad event inside an envelope, or null>,
+     "event": <the bad event's JSON, when it was JSON>,
+     "originalBase64": "<the record's bytes, when they were not JSON>",
+     "failedAt": "<ISO time>"}
+
+``reason`` is ``envelope`` when the envelope itself is malformed (``events`` not a list), else the
+schema stage's category. Headers carry ``ct-reason``, ``ct-source`` (``topic/partition/offset``)
+and ``ct-index``. A record keeps the source key, so a hub's dead letters stay together.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from contest_telemetry.schema import InvalidEvent
+
+__all__ = ["dlq_headers", "dlq_value", "encode_dlq"]
+
+
+def dlq_value(
+    invalid: InvalidEvent,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    original: bytes | None,
+    envelope: bool,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    err = invalid.error
+    reason = err.reason
+    if envelope and invalid.index is None and reason == "validation":
+        reason = "envelope"
+    out: dict[str, Any] = {
+        "reason": reason,
+        "error": str(err),
+        "errors": [{"field": e.field, "reason": e.reason} for e in err.errors],
+        "source": {
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "key": None if key is None else key.decode("utf-8", "replace"),
+        },
+        "index": invalid.index,
+        "failedAt": (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    if invalid.raw is not None:
+        out["event"] = invalid.raw
+    elif original is not None:
+        out["originalBase64"] = base64.b64encode(original).decode("ascii")
+    return out
+
+
+def dlq_headers(value: dict[str, Any]) -> list[tuple[str, bytes]]:
+    src = value["source"]
+    headers = [
+        ("ct-reason", value["reason"].encode()),
+        ("ct-source", f"{src['topic']}/{src['partition']}/{src['offset']}".encode()),
+    ]
+    if value.get("index") is not None:
+        headers.append(("ct-index", str(value["index"]).encode()))
+    return headers
+
+
+def encode_dlq(value: dict[str, Any]) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)

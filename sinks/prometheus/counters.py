@@ -2,14 +2,56 @@
 
 The worker calls these once per batch with counts, not once per event, so the hot path stays
 cheap; values are kept in plain dicts and turned into metric families at scrape time.
+
+:class:`CounterSink` is the interface the stream processor is given; :class:`PipelineCounters`
+is the exporter's implementation (hub ids capped and folded into ``_other`` by a shared
+:class:`~sinks.prometheus.labels.LabelCap`, histograms bucketed with ``bisect`` over the bucket
+bounds in ms). It is thread safe: the worker writes from its event loop while the scrape thread
+reads a consistent copy (:meth:`PipelineCounters.read`).
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from bisect import bisect_left
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["CounterSink"]
+from sinks.prometheus.labels import DEFAULT_MAX_LABEL_LENGTH, LabelCap
+
+__all__ = [
+    "ARMING_BUCKETS_MS",
+    "EVENT_TYPES",
+    "INVALID_REASONS",
+    "RESOLUTION_BUCKETS_MS",
+    "CounterSink",
+    "CountersView",
+    "PipelineCounters",
+]
+
+# Histogram bucket upper bounds in ms (docs/metrics.md; exposed in seconds, +Inf implicit).
+# The budgets (8 s, 0.8 s) are exact bounds so the SLO rules can read le="8.0" / le="0.8".
+ARMING_BUCKETS_MS: tuple[float, ...] = (
+    500,
+    1_000,
+    2_000,
+    4_000,
+    6_000,
+    8_000,
+    10_000,
+    15_000,
+    30_000,
+    60_000,
+)
+RESOLUTION_BUCKETS_MS: tuple[float, ...] = (50, 100, 200, 400, 600, 800, 1_000, 2_000, 5_000)
+
+EVENT_TYPES = ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
+INVALID_REASONS = ("decode", "validation", "envelope")
+_MESSAGE_PREFIX = "telemetry.contest."
+_MAX_EXTRA_ENUM_VALUES = 16  # unknown event types / reasons beyond the documented ones
+_INF = math.inf
 
 
 class CounterSink(Protocol):
@@ -27,3 +69,144 @@ class CounterSink(Protocol):
     def processed(self, n: int) -> None: ...
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None: ...
     def observe_resolution_ms(self, hub: str, values: Iterable[float]) -> None: ...
+
+
+@dataclass(frozen=True)
+class CountersView:
+    """A consistent copy of every counter, taken under the lock (what a scrape renders).
+
+    Histogram rows are ``[count per bucket..., count over the last bound, sum in ms]`` (not cumulative).
+    """
+
+    events: dict[tuple[str, str], int]
+    invalid: dict[str, int]
+    late: dict[str, int]
+    workflow_failures: dict[str, int]
+    multi_actor: dict[str, int]
+    capacity_over_two: dict[str, int]
+    publisher_dropped: dict[str, int]
+    expired_lifecycles: int
+    processed: int
+    arming: dict[str, list[float]]
+    resolution: dict[str, list[float]]
+    hubs_folded: int
+
+    @classmethod
+    def empty(cls) -> CountersView:
+        return cls({}, {}, {}, {}, {}, {}, {}, 0, 0, {}, {}, 0)
+
+
+class PipelineCounters:
+    """The exporter's :class:`CounterSink`: plain dicts keyed by label value, one lock.
+
+    ``PipelineCounters(max_hubs=500)`` (or ``hubs=LabelCap(...)`` to share a cap); pass the same
+    instance to :class:`~sinks.prometheus.collector.PipelineCollector`, which reuses :attr:`hubs`
+    for the snapshot-derived gauges so counters and gauges fold the same hubs.
+
+    Non-finite or negative durations are ignored (the contract treats them as missing). Event types
+    may be given as ``armed`` or ``telemetry.contest.armed``.
+    """
+
+    def __init__(
+        self,
+        max_hubs: int = 500,
+        *,
+        max_label_length: int = DEFAULT_MAX_LABEL_LENGTH,
+        hubs: LabelCap | None = None,
+    ) -> None:
+        self.hubs = hubs if hubs is not None else LabelCap(max_hubs, max_length=max_label_length)
+        self._types = LabelCap(_MAX_EXTRA_ENUM_VALUES, preset=EVENT_TYPES, reserved=())
+        self._reasons = LabelCap(_MAX_EXTRA_ENUM_VALUES, preset=INVALID_REASONS, reserved=())
+        self._lock = threading.Lock()
+        self._events: dict[tuple[str, str], int] = {}
+        self._invalid: dict[str, int] = dict.fromkeys(INVALID_REASONS, 0)
+        self._late: dict[str, int] = {}
+        self._workflow_failures: dict[str, int] = {}
+        self._multi_actor: dict[str, int] = {}
+        self._capacity_over_two: dict[str, int] = {}
+        self._publisher_dropped: dict[str, int] = {}
+        self._expired_lifecycles = 0
+        self._processed = 0
+        self._arming: dict[str, list[float]] = {}
+        self._resolution: dict[str, list[float]] = {}
+
+    # ------------------------------------------------------------------ CounterSink
+    def events(self, hub: str, type: str, n: int = 1) -> None:
+        if type.startswith(_MESSAGE_PREFIX):
+            type = type[len(_MESSAGE_PREFIX) :]
+        key = (self.hubs.label(hub), self._types.label(type))
+        with self._lock:
+            self._events[key] = self._events.get(key, 0) + n
+
+    def invalid(self, reason: str, n: int = 1) -> None:
+        label = self._reasons.label(reason)
+        with self._lock:
+            self._invalid[label] = self._invalid.get(label, 0) + n
+
+    def _add(self, table: dict[str, int], hub: str, n: int) -> None:
+        label = self.hubs.label(hub)
+        with self._lock:
+            table[label] = table.get(label, 0) + n
+
+    def late(self, hub: str, n: int = 1) -> None:
+        self._add(self._late, hub, n)
+
+    def workflow_failures(self, hub: str, n: int = 1) -> None:
+        self._add(self._workflow_failures, hub, n)
+
+    def multi_actor(self, hub: str, n: int = 1) -> None:
+        self._add(self._multi_actor, hub, n)
+
+    def capacity_over_two(self, hub: str, n: int = 1) -> None:
+        self._add(self._capacity_over_two, hub, n)
+
+    def publisher_dropped(self, hub: str, n: int) -> None:
+        self._add(self._publisher_dropped, hub, n)
+
+    def expired_lifecycles(self, n: int = 1) -> None:
+        with self._lock:
+            self._expired_lifecycles += n
+
+    def processed(self, n: int) -> None:
+        with self._lock:
+            self._processed += n
+
+    def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
+        self._observe(self._arming, ARMING_BUCKETS_MS, hub, values)
+
+    def observe_resolution_ms(self, hub: str, values: Iterable[float]) -> None:
+        self._observe(self._resolution, RESOLUTION_BUCKETS_MS, hub, values)
+
+    def _observe(
+        self, table: dict[str, list[float]], bounds: tuple[float, ...], hub: str, values: Iterable[float]
+    ) -> None:
+        label = self.hubs.label(hub)
+        with self._lock:
+            row = table.get(label)
+            if row is None:
+                row = table[label] = [0] * (len(bounds) + 1) + [0.0]
+            total = 0.0
+            for value in values:
+                if 0.0 <= value < _INF:  # also rejects NaN
+                    row[bisect_left(bounds, value)] += 1
+                    total += value
+            row[-1] += total
+
+    # ------------------------------------------------------------------ reading
+    def read(self) -> CountersView:
+        """A consistent copy of all values (cheap: the dicts hold at most cap + 2 hub keys)."""
+        with self._lock:
+            return CountersView(
+                events=dict(self._events),
+                invalid=dict(self._invalid),
+                late=dict(self._late),
+                workflow_failures=dict(self._workflow_failures),
+                multi_actor=dict(self._multi_actor),
+                capacity_over_two=dict(self._capacity_over_two),
+                publisher_dropped=dict(self._publisher_dropped),
+                expired_lifecycles=self._expired_lifecycles,
+                processed=self._processed,
+                arming={k: list(v) for k, v in self._arming.items()},
+                resolution={k: list(v) for k, v in self._resolution.items()},
+                hubs_folded=self.hubs.folded,
+            )

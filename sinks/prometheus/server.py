@@ -24,7 +24,6 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -35,6 +34,9 @@ from sinks.prometheus.settings import ExporterSettings
 __all__ = ["ExporterServer", "render_text", "start_exporter"]
 
 log = logging.getLogger(__name__)
+
+# What render_text writes: the classic text format with legacy (underscore) names.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -105,9 +107,7 @@ def _app(registry: Collector) -> WSGIApp:
                 log.exception("scrape failed")
                 start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
                 return [b"scrape failed, see the worker log\n"]
-            start_response(
-                "200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))]
-            )
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
             return [body] if environ.get("REQUEST_METHOD") != "HEAD" else []
         if path == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])

@@ -42,7 +42,9 @@ def _steps(n: int) -> list[Any]:
     return steps[:n]
 
 
-async def _publisher_run(kafka: KafkaSettings, topic: str, steps: list[Any], batching: str) -> dict[str, float]:
+async def _publisher_run(
+    kafka: KafkaSettings, topic: str, steps: list[Any], batching: str
+) -> dict[str, float]:
     settings = PublisherSettings(batching=batching, buffer_size=len(steps) + 1, linger_ms=5)  # type: ignore[arg-type]
     costs: list[int] = []
     async with ContestPublisher(kafka, settings, topic=topic) as pub:
@@ -75,9 +77,16 @@ async def _payloads(steps: list[Any]) -> list[dict[str, Any]]:
     return list(pub._buffer)
 
 
-async def _raw_run(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, bytes]], events: int) -> float:
-    producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), acks="all", linger_ms=5,  # type: ignore[arg-type]
-                                max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024)
+async def _raw_run(
+    kafka: KafkaSettings, topic: str, records: list[tuple[bytes, bytes]], events: int
+) -> float:
+    producer = AIOKafkaProducer(
+        **kafka.aiokafka_kwargs(),
+        acks="all",
+        linger_ms=5,  # type: ignore[arg-type]
+        max_batch_size=1024 * 1024,
+        max_request_size=4 * 1024 * 1024,
+    )
     await producer.start()
     try:
         began = time.perf_counter()
@@ -116,13 +125,16 @@ async def _bench(kafka: KafkaSettings, events: int, repeats: int) -> dict[str, A
         results["publisher_envelope"].append(await _publisher_run(kafka, topic, steps, "envelope"))
         results["raw_envelope"].append({"events_per_s": await _raw_run(kafka, topic, envelopes, events)})
     med = {
-        name: {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]} for name, runs in results.items()
+        name: {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
+        for name, runs in results.items()
     }
     return {
         "events": events,
         "repeats": repeats,
         "runs": med,
-        "ratio_single_vs_raw": round(med["publisher_single"]["events_per_s"] / med["raw_single"]["events_per_s"], 3),
+        "ratio_single_vs_raw": round(
+            med["publisher_single"]["events_per_s"] / med["raw_single"]["events_per_s"], 3
+        ),
         "ratio_envelope_vs_raw_envelope": round(
             med["publisher_envelope"]["events_per_s"] / med["raw_envelope"]["events_per_s"], 3
         ),
@@ -150,11 +162,18 @@ def main() -> int:
         if broker is not None:
             broker.stop()
     report["broker"] = args.engine if broker else "external"
-    table = Table(title=f"publisher vs raw aiokafka ({report['broker']}, {args.events:,} events, median of {args.repeats})")
+    table = Table(
+        title=f"publisher vs raw aiokafka ({report['broker']}, {args.events:,} events, median of {args.repeats})"
+    )
     for col in ("run", "events/s", "call median us", "call p99 us"):
         table.add_column(col, justify="right")
     for name, r in report["runs"].items():
-        table.add_row(name, f"{r['events_per_s']:,.0f}", str(r.get("call_median_us", "-")), str(r.get("call_p99_us", "-")))
+        table.add_row(
+            name,
+            f"{r['events_per_s']:,.0f}",
+            str(r.get("call_median_us", "-")),
+            str(r.get("call_p99_us", "-")),
+        )
     console = Console(stderr=args.json)
     console.print(table)
     console.print(

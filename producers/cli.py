@@ -32,11 +32,19 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--breach-share", type=share, default=0.0, help="share of hubs that blow the budgets")
     p.add_argument("--multi-share", type=share, default=0.1, help="share of contests with > 2 participants")
     p.add_argument("--failure-share", type=share, default=0.02, help="share of workflows that fail")
-    p.add_argument("--expire-share", type=share, default=0.03, help="share of contests that expire unlaunched")
+    p.add_argument(
+        "--expire-share", type=share, default=0.03, help="share of contests that expire unlaunched"
+    )
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--no-pace", action="store_true", help="publish as fast as possible (event times still follow --rate)")
-    p.add_argument("--batching", choices=("envelope", "single"), default=None, help="record layout (default envelope)")
-    p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument(
+        "--no-pace", action="store_true", help="publish as fast as possible (event times still follow --rate)"
+    )
+    p.add_argument(
+        "--batching", choices=("envelope", "single"), default=None, help="record layout (default envelope)"
+    )
+    p.add_argument(
+        "--bootstrap", default=None, help="Kafka bootstrap servers (default KAFKA_BOOTSTRAP_SERVERS)"
+    )
     p.add_argument("--topic", default=None, help="topic (default CT_TOPIC_EVENTS or contest.events)")
     p.add_argument("--json", action="store_true", help="print the final stats as JSON on stdout")
 
@@ -58,9 +66,14 @@ async def run_load(
     console = Console(stderr=True)
     total = events if events is not None else int((duration_s or 0) * profile.rate) or None
     with Progress(
-        TextColumn("[bold]loadgen[/]"), BarColumn(), TextColumn("{task.completed:,} events"),
-        TextColumn("{task.fields[rate]:,.0f}/s"), TimeElapsedColumn(),
-        console=console, disable=not progress, transient=False,
+        TextColumn("[bold]loadgen[/]"),
+        BarColumn(),
+        TextColumn("{task.completed:,} events"),
+        TextColumn("{task.fields[rate]:,.0f}/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+        transient=False,
     ) as bar:
         task = bar.add_task("publish", total=total, rate=0.0)
 
@@ -89,12 +102,28 @@ def run(args: argparse.Namespace) -> int:
     kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
     topics = TopicSettings(**({"events": args.topic} if args.topic else {}))
     publisher_settings = PublisherSettings(**({"batching": args.batching} if args.batching else {}))
-    profile = LoadProfile(hubs=args.hubs, rate=args.rate, breach_share=args.breach_share,
-                          multi_share=args.multi_share, failure_share=args.failure_share,
-                          expire_share=args.expire_share, seed=args.seed)
+    profile = LoadProfile(
+        hubs=args.hubs,
+        rate=args.rate,
+        breach_share=args.breach_share,
+        multi_share=args.multi_share,
+        failure_share=args.failure_share,
+        expire_share=args.expire_share,
+        seed=args.seed,
+    )
     duration = args.duration if args.duration is not None or args.events is not None else 30.0
-    stats = asyncio.run(run_load(kafka, topics, profile, publisher_settings, duration_s=duration,
-                                 events=args.events, pace=not args.no_pace, progress=sys.stderr.isatty()))
+    stats = asyncio.run(
+        run_load(
+            kafka,
+            topics,
+            profile,
+            publisher_settings,
+            duration_s=duration,
+            events=args.events,
+            pace=not args.no_pace,
+            progress=sys.stderr.isatty(),
+        )
+    )
     if args.json:
         print(json.dumps(stats, sort_keys=True))
     else:

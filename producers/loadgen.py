@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LoadProfile", "LoadGenerator", "Step"]
+__all__ = ["LoadGenerator", "LoadProfile", "Step"]
 
 # (median ms, sigma) of the lognormal latencies. Healthy: arming p95 ~ 6.7 s, resolution p95
 # ~ 680 ms, both under budget; breaching: arming p95 ~ 21 s, resolution p95 ~ 2.3 s.
@@ -93,29 +93,79 @@ class LoadGenerator:
         created = at_ms
         window = 30_000.0
         common = {"hub_id": hub, "room_id": room, "contest_key": key}
-        self._push(created, "record_armed", **common, participant_count=1, participant_capacity=capacity,
-                   created_at=created, expires_at=created + window, label="Duel", move="strike",
-                   type="pvp", moderation_tags=tags, at_ms=created)
+        self._push(
+            created,
+            "record_armed",
+            **common,
+            participant_count=1,
+            participant_capacity=capacity,
+            created_at=created,
+            expires_at=created + window,
+            label="Duel",
+            move="strike",
+            type="pvp",
+            moderation_tags=tags,
+            at_ms=created,
+        )
         if rng.random() < p.expire_share:
             expired = created + window
-            self._push(expired, "record_expired", **common, participant_count=1, participant_capacity=capacity,
-                       created_at=created, expires_at=created + window, expired_at=expired, at_ms=expired)
+            self._push(
+                expired,
+                "record_expired",
+                **common,
+                participant_count=1,
+                participant_capacity=capacity,
+                created_at=created,
+                expires_at=created + window,
+                expired_at=expired,
+                at_ms=expired,
+            )
             return
         started = created + self._latency(hub, "arming")
-        self._push(started, "record_launched", **common, contest_id=contest_id, participant_count=participants,
-                   participant_capacity=capacity, created_at=created, started_at=started, label="Duel",
-                   move="strike", type="pvp", moderation_tags=tags, at_ms=started)
-        self._push(started + 2, "record_workflow_started", **common, contest_id=contest_id,
-                   workflow_id=f"wf-{contest_id}", run_id=None, at_ms=started + 2)
+        self._push(
+            started,
+            "record_launched",
+            **common,
+            contest_id=contest_id,
+            participant_count=participants,
+            participant_capacity=capacity,
+            created_at=created,
+            started_at=started,
+            label="Duel",
+            move="strike",
+            type="pvp",
+            moderation_tags=tags,
+            at_ms=started,
+        )
+        self._push(
+            started + 2,
+            "record_workflow_started",
+            **common,
+            contest_id=contest_id,
+            workflow_id=f"wf-{contest_id}",
+            run_id=None,
+            at_ms=started + 2,
+        )
         if rng.random() < p.failure_share:
-            self._push(started + 50, "record_workflow_failed", **common, contest_id=contest_id,
-                       at_ms=started + 50)
+            self._push(
+                started + 50, "record_workflow_failed", **common, contest_id=contest_id, at_ms=started + 50
+            )
             return
         resolved = started + self._latency(hub, "resolution")
-        self._push(resolved, "record_resolved", **common, contest_id=contest_id, participant_count=participants,
-                   participant_capacity=capacity, outcome_tier=rng.choice(("decisive", "narrow", "draw")),
-                   created_at=created, started_at=started, resolved_at=resolved, moderation_tags=tags,
-                   at_ms=resolved)
+        self._push(
+            resolved,
+            "record_resolved",
+            **common,
+            contest_id=contest_id,
+            participant_count=participants,
+            participant_capacity=capacity,
+            outcome_tier=rng.choice(("decisive", "narrow", "draw")),
+            created_at=created,
+            started_at=started,
+            resolved_at=resolved,
+            moderation_tags=tags,
+            at_ms=resolved,
+        )
 
     def steps_until(self, until_ms: float) -> list[Step]:
         """Start contests up to ``until_ms`` (virtual time) and return the events due by then."""

@@ -31,8 +31,12 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("broker", help="start, stop or inspect a local broker")
     sub = parser.add_subparsers(dest="broker_cmd", required=True)
     start = sub.add_parser("start", help="start a single-node broker on 127.0.0.1")
-    start.add_argument("--engine", choices=ENGINES, default="embedded",
-                       help="kafka: Apache Kafka (KRaft) from Maven jars; embedded: Tansu (default)")
+    start.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="embedded",
+        help="kafka: Apache Kafka (KRaft) from Maven jars; embedded: Tansu (default)",
+    )
     start.add_argument("--port", type=int, default=0, help="listener port (default: a free port)")
     start.add_argument("--data-dir", type=Path, default=None, help="broker data dir (default: a temp dir)")
     start.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the broker")
@@ -62,13 +66,19 @@ def _alive(pid: int) -> bool:
 def _start(args: argparse.Namespace) -> int:
     state = _read_state()
     if state and _alive(state["pid"]) and not args.foreground:
-        raise ConfigError(f"a broker is already running at {state['bootstrap']} (pid {state['pid']}); "
-                          "'contest-telemetry broker stop' first")
+        raise ConfigError(
+            f"a broker is already running at {state['bootstrap']} (pid {state['pid']}); "
+            "'contest-telemetry broker stop' first"
+        )
     if args.port and not 0 < args.port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
     broker = make_broker(args.engine, port=args.port, data_dir=args.data_dir)
-    print(f"starting {args.engine} broker"
-          + (f" (Apache Kafka {kafka_version()})" if args.engine == "kafka" else "") + " ...", file=sys.stderr)
+    print(
+        f"starting {args.engine} broker"
+        + (f" (Apache Kafka {kafka_version()})" if args.engine == "kafka" else "")
+        + " ...",
+        file=sys.stderr,
+    )
     broker.start()
     info = {
         "engine": broker.engine,
@@ -79,9 +89,12 @@ def _start(args: argparse.Namespace) -> int:
         "log": str(broker.log_path),
         "startup_seconds": round(broker.startup_seconds, 3),
     }
-    print(json.dumps(info) if args.json else
-          f"{broker.engine} broker ready at {broker.bootstrap} in {broker.startup_seconds:.2f}s "
-          f"(export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap})")
+    print(
+        json.dumps(info)
+        if args.json
+        else f"{broker.engine} broker ready at {broker.bootstrap} in {broker.startup_seconds:.2f}s "
+        f"(export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap})"
+    )
     if not args.foreground:
         path = state_path()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Streaming telemetry pipeline for game hub contests.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO (default WARNING)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for name, module in _COMMANDS.items():
+    for _name, module in _COMMANDS.items():
         if _available(module):
             importlib.import_module(module).add_parser(sub)
     sub.add_parser("monitor", help="summarise contest telemetry NDJSON against the budgets", add_help=False)

@@ -183,7 +183,7 @@ def start_exporter(registry: Collector, settings: ExporterSettings | None = None
         ) from exc
     thread = threading.Thread(
         target=httpd.serve_forever,
-        kwargs={"poll_interval": 0.2},
+        kwargs={"poll_interval": 0.05},
         name=f"contest-exporter-{httpd.server_address[1]}",
         daemon=True,
     )

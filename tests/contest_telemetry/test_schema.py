@@ -89,7 +89,7 @@ def test_missing_message() -> None:
 
 
 def test_unknown_message() -> None:
-    with pytest.raises(EventValidationError, match="unknown event 'telemetry.contest.paused'"):
+    with pytest.raises(EventValidationError, match=r"unknown event 'telemetry\.contest\.paused'"):
         validate_event({**RESOLVED, "message": "telemetry.contest.paused"})
 
 

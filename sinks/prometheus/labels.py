@@ -126,7 +126,11 @@ class LabelCap:
                     if self._kept >= self.max_values:
                         break
         other = self.other
-        candidates = values if len(values) <= len(labels) else labels.keys() & values
+        if len(values) <= len(labels):
+            candidates: Collection[str] = values
+        else:
+            with self._lock:  # the worker thread may be adding labels
+                candidates = labels.keys() & values
         kept: list[tuple[str, str]] = []
         for value in candidates:
             label = labels.get(value)

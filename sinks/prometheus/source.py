@@ -54,4 +54,14 @@ class PipelineSnapshot:
 
 
 class SnapshotSource(Protocol):
+    """Implemented by the worker.
+
+    ``snapshot()`` is called by the exporter's HTTP server thread (not the worker's event loop),
+    once per scrape: it must be safe to call from another thread and must return data that the
+    worker does not mutate afterwards (copies of the dicts; digests that are not updated in
+    place, or copies). It should be cheap: it runs on every scrape. Hub ids are raw (the exporter
+    caps and bounds them); ``"_all"`` is the global aggregate. An exception is logged and leaves
+    the window gauges out of that scrape (counters are still served).
+    """
+
     def snapshot(self) -> PipelineSnapshot: ...

@@ -81,12 +81,20 @@ class ArchiveRun:
 
     # -----------------------------------------------------------------------------------------
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        await consumer.topics()  # a full metadata refresh
         tps: list[TopicPartition] = []
+        deadline = time.monotonic() + 10.0
+        while True:
+            # A full metadata fetch (the consumer's own cache only knows subscribed topics); a
+            # topic created a moment ago may take a few seconds to show up everywhere.
+            cluster = await consumer._client.fetch_all_metadata()
+            missing = [topic for topic in self.topics if not cluster.partitions_for_topic(topic)]
+            if not missing:
+                break
+            if time.monotonic() >= deadline:
+                raise ArchiveError(f"topic {missing[0]!r} does not exist on {self.kafka.bootstrap_servers}")
+            await asyncio.sleep(0.5)
         for topic in self.topics:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                raise ArchiveError(f"topic {topic!r} does not exist on {self.kafka.bootstrap_servers}")
+            partitions = cluster.partitions_for_topic(topic) or set()
             tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
         consumer.assign(tps)
         beginning = await consumer.beginning_offsets(tps)

@@ -56,6 +56,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arming-threshold", metavar="MS", help="arming p95 budget (default 8000)")
     parser.add_argument("--resolution-threshold", metavar="MS", help="resolution p95 budget (default 800)")
     parser.add_argument("--fail-on-breach", action="store_true", help="exit 2 when a budget is breached")
+    parser.add_argument(
+        "--topic",
+        action="append",
+        metavar="TOPIC",
+        help="archive dir: read only this topic's files (repeatable)",
+    )
     parser.add_argument("--hub", action="append", metavar="HUB", help="keep only this hub (repeatable)")
     parser.add_argument("--since", metavar="TIME", help="keep events at or after (ISO-8601 or epoch ms)")
     parser.add_argument("--until", metavar="TIME", help="keep events before (ISO-8601 or epoch ms)")
@@ -78,6 +84,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 @dataclass(frozen=True)
 class _Options:
     source: str | None
+    topics: list[str] | None
     output: str
     arming_budget: float
     resolution_budget: float
@@ -119,6 +126,7 @@ def _options(args: argparse.Namespace) -> _Options:
         raise ConfigError("--since must be before --until")
     return _Options(
         source=args.input,
+        topics=args.topic,
         output=output,
         arming_budget=_threshold(args.arming_threshold, "arming", DEFAULT_ARMING_BUDGET_MS),
         resolution_budget=_threshold(args.resolution_threshold, "resolution", DEFAULT_RESOLUTION_BUDGET_MS),
@@ -155,7 +163,7 @@ def run(args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: IO[s
             # Only the JSON form prints the failure events; the others need the count.
             keep_failures=options.output == "json",
         )
-        builder.feed_lines(open_lines(options.source, stdin))
+        builder.feed_lines(open_lines(options.source, stdin, options.topics))
     except (ConfigError, InputError) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_ERROR

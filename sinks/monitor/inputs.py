@@ -52,7 +52,7 @@ def _file_lines(path: Path) -> Iterator[bytes]:
         raise InputError(f"cannot read {path}: {error}") from error
 
 
-def archive_files(directory: Path) -> list[Path]:
+def archive_files(directory: Path, topics: list[str] | None = None) -> list[Path]:
     """The files of an archive directory, in reading order.
 
     With a ``manifest.jsonl`` the files it lists, in its order (each line an object
@@ -75,6 +75,10 @@ def archive_files(directory: Path) -> list[Path]:
             except ValueError as error:
                 raise InputError(f"{manifest}:{number}: not JSON ({error})") from error
             name = entry.get("file") if isinstance(entry, dict) else None
+            # An archive holds several topics (events and finished-contest records); reading
+            # both would count each contest twice, so callers pick the topics to read.
+            if topics and isinstance(entry, dict) and entry.get("topic") not in topics:
+                continue
             if not isinstance(name, str) or not name:
                 raise InputError(f"{manifest}:{number}: entry has no 'file'")
             path = (directory / name).resolve()
@@ -87,7 +91,9 @@ def archive_files(directory: Path) -> list[Path]:
     return files
 
 
-def open_lines(source: str | None, stdin: BinaryIO | None = None) -> Iterator[bytes]:
+def open_lines(
+    source: str | None, stdin: BinaryIO | None = None, topics: list[str] | None = None
+) -> Iterator[bytes]:
     """Lines from ``source``: None or ``-`` for stdin, else a file or an archive directory.
 
     Path errors are raised here, before the first line, so the caller can report
@@ -97,8 +103,10 @@ def open_lines(source: str | None, stdin: BinaryIO | None = None) -> Iterator[by
         return iter_lines(stdin if stdin is not None else sys.stdin.buffer)
     path = Path(source).absolute()
     if path.is_dir():
-        files = archive_files(path)
+        files = archive_files(path, topics)
         return (line for file in files for line in _file_lines(file))
     if not path.exists():
         raise InputError(f"Input file not found: {path}")
+    if topics:
+        raise InputError("--topic applies to an archive directory, not to a file")
     return _file_lines(path)

@@ -116,6 +116,21 @@ def test_archive_directory_with_manifest_reads_listed_files_in_order(tmp_path: P
     assert ids(result) == ["b", "a"]
 
 
+def test_topic_picks_one_topic_of_an_archive(tmp_path: Path) -> None:
+    (tmp_path / "events.ndjson").write_text(json.dumps(LINES[0]) + "\n")
+    (tmp_path / "records.ndjson").write_text(json.dumps(LINES[2]) + "\n")
+    manifest = [
+        {"file": "events.ndjson", "topic": "contest.events"},
+        {"file": "records.ndjson", "topic": "contest.records"},
+    ]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in manifest))
+    assert ids(monitor("--input", str(tmp_path), "--json")) == ["a", "b"]
+    assert ids(monitor("--input", str(tmp_path), "--topic", "contest.events", "--json")) == ["a"]
+    assert ids(monitor("--input", str(tmp_path), "--topic", "contest.records", "--json")) == ["b"]
+    on_file = monitor("--input", str(tmp_path / "events.ndjson"), "--topic", "contest.events")
+    assert on_file.returncode == 1 and b"--topic applies to an archive directory" in on_file.stderr
+
+
 def test_archive_directory_without_manifest_reads_sorted_ndjson(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "x.ndjson.gz").write_bytes(gzip.compress(json.dumps(LINES[0]).encode()))

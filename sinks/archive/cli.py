@@ -185,7 +185,9 @@ def _run_archive(args: argparse.Namespace, out: IO[str]) -> int:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as error:  # a Kafka error, ...: one line, not a traceback
-        print(f"{PROG}: {type(error).__name__}: {error}", file=sys.stderr)
+        text = str(error)
+        name = type(error).__name__
+        print(f"{PROG}: {text if text.startswith(name) else f'{name}: {text}'}", file=sys.stderr)
         return EXIT_FAILED
     if as_json:
         out.write(orjson.dumps(stats.as_dict()).decode() + "\n")
@@ -234,6 +236,8 @@ def run(args: argparse.Namespace, *, stdout: IO[str] | None = None) -> int:
     out = stdout if stdout is not None else sys.stdout
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s", stream=sys.stderr)
+        # aiokafka logs every failed connection attempt; the error that ends the run is printed once.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     command = getattr(args, "archive_command", None)
     if command == "run":
         return _run_archive(args, out)

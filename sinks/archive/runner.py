@@ -165,9 +165,9 @@ class ArchiveRun:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
-        await consumer.start()
         graceful = False
         try:
+            await consumer.start()
             await self._assign(consumer)
             started = last_report = last_data = time.monotonic()
             last_seen: dict[tuple[str, int], float] = {}

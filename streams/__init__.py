@@ -1,1 +1,1 @@
-"""streams."""
+"""The stream processor: lifecycle join, event-time windows with DDSketch digests, DLQ."""

@@ -79,7 +79,9 @@ class Lifecycle:
             return effect
         contest_id: str | None = getattr(ev, "contest_id", None)
         if msg == EXPIRED:
-            entry = self.armed.pop(key) if key in self.armed else {"roomId": room, "contestKey": ev.contest_key}
+            entry = (
+                self.armed.pop(key) if key in self.armed else {"roomId": room, "contestKey": ev.contest_key}
+            )
             self._take(entry, ev)
             fields = {"expiredAt": ev.expired_at, "armingDurationMs": getattr(ev, "arming_duration_ms", None)}
             if fields["armingDurationMs"] is None:

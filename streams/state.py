@@ -106,7 +106,9 @@ class PartState:
         self.applied = -1
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"v": VERSION, "wm": self.watermark, "ck": self.closed_k, "applied": self.applied})
+        return orjson.dumps(
+            {"v": VERSION, "wm": self.watermark, "ck": self.closed_k, "applied": self.applied}
+        )
 
     @classmethod
     def from_bytes(cls, partition: int, data: bytes) -> PartState:

@@ -124,12 +124,21 @@ def _ms(ts: str) -> float:
     return datetime.fromisoformat(ts).timestamp() * 1000.0
 
 
-def reference_windows(events: list[dict[str, Any]], size_ms: int = 60_000) -> dict[tuple[str, int], dict[str, Any]]:
+def reference_windows(
+    events: list[dict[str, Any]], size_ms: int = 60_000
+) -> dict[tuple[str, int], dict[str, Any]]:
     """Exact windows per (hub, start) and per ("_all", start), for data without late events."""
     armed: dict[tuple[str, str, str], dict[str, Any]] = {}
     contests: dict[tuple[str, str], dict[str, Any]] = {}
     acc: dict[tuple[str, int], dict[str, Any]] = defaultdict(
-        lambda: {"arming": [], "resolution": [], "contests": 0, "participants": [], "capacityOverTwo": 0, "events": 0}
+        lambda: {
+            "arming": [],
+            "resolution": [],
+            "contests": 0,
+            "participants": [],
+            "capacityOverTwo": 0,
+            "events": 0,
+        }
     )
 
     def bump(hub: str, t: float) -> list[dict[str, Any]]:
@@ -232,7 +241,9 @@ def check_all(results: list[dict[str, Any]], reference: dict[tuple[str, int], di
         hubs[("_all", key)] = merge_partials(r)
     want = {k for k in reference}
     if set(hubs) != want:
-        problems.append(f"windows differ: missing {sorted(want - set(hubs))[:5]}, extra {sorted(set(hubs) - want)[:5]}")
+        problems.append(
+            f"windows differ: missing {sorted(want - set(hubs))[:5]}, extra {sorted(set(hubs) - want)[:5]}"
+        )
     for key in sorted(want & set(hubs)):
         problems.extend(check_result(hubs[key], reference[key]))
     return problems

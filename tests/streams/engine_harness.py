@@ -36,8 +36,15 @@ class Harness:
         self.records: list[dict[str, Any]] = []
         self.dlq: list[dict[str, Any]] = []
 
-    def feed(self, partition: int, key: str | None, value: bytes | None, *, offset: int | None = None,
-             apply_writes: int | None = None) -> Outputs:
+    def feed(
+        self,
+        partition: int,
+        key: str | None,
+        value: bytes | None,
+        *,
+        offset: int | None = None,
+        apply_writes: int | None = None,
+    ) -> Outputs:
         if offset is None:
             offset = self.offsets[partition]
             self.offsets[partition] += 1

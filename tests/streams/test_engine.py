@@ -5,7 +5,7 @@ import pytest
 
 from contest_telemetry.schema import encode_envelope
 from streams.settings import WorkerSettings
-from tests.helpers.streams_reference import P, T0, check_all, iso, make_events, reference_windows
+from tests.helpers.streams_reference import T0, P, check_all, iso, make_events, reference_windows
 from tests.streams.engine_harness import Harness, envelopes
 
 
@@ -71,8 +71,15 @@ def test_late_events_inside_grace_count_beyond_are_counted_not_windowed() -> Non
 
     def resolved(i: int, t: float) -> bytes:
         return orjson.dumps(
-            {**base, "message": P + "resolved", "timestamp": iso(t), "contestId": f"c{i}", "contestKey": f"k{i}",
-             "resolutionDurationMs": 100 + i, "participantCount": 2}
+            {
+                **base,
+                "message": P + "resolved",
+                "timestamp": iso(t),
+                "contestId": f"c{i}",
+                "contestKey": f"k{i}",
+                "resolutionDurationMs": 100 + i,
+                "participantCount": 2,
+            }
         )
 
     h.feed(0, "h", resolved(0, T0 + 10_000))  # window 0
@@ -115,8 +122,15 @@ def test_replay_after_crash_does_not_double_count() -> None:
         for k, v in out.writes:
             h.store[k] = v
         i += 1
-    out = h.engine.process(0, len(recs), b"tick-0", orjson.dumps(
-        {"message": P + "armed", "timestamp": iso(T0 + 3_600_000), "hubId": "tick-0", "contestKey": "k"}), 0.0)
+    out = h.engine.process(
+        0,
+        len(recs),
+        b"tick-0",
+        orjson.dumps(
+            {"message": P + "armed", "timestamp": iso(T0 + 3_600_000), "hubId": "tick-0", "contestKey": "k"}
+        ),
+        0.0,
+    )
     h.windows.extend(orjson.loads(v) for _, v in out.windows)
     ref = reference_windows(events)
     assert check_all(_results(h, T0 + 3_000_000), ref) == []
@@ -143,9 +157,24 @@ def test_ttl_expires_open_contests() -> None:
     h = Harness(WorkerSettings(window_s=60, grace_s=0, lifecycle_ttl_s=120))
     base = {"hubId": "h", "roomId": "r", "level": "info"}
     h.feed(0, "h", orjson.dumps({**base, "message": P + "armed", "timestamp": iso(T0), "contestKey": "k1"}))
-    h.feed(0, "h", orjson.dumps({**base, "message": P + "launched", "timestamp": iso(T0 + 1000),
-                                 "contestKey": "k1", "contestId": "c1"}))
-    h.feed(0, "h", orjson.dumps({**base, "message": P + "armed", "timestamp": iso(T0 + 200_000), "contestKey": "k2"}))
+    h.feed(
+        0,
+        "h",
+        orjson.dumps(
+            {
+                **base,
+                "message": P + "launched",
+                "timestamp": iso(T0 + 1000),
+                "contestKey": "k1",
+                "contestId": "c1",
+            }
+        ),
+    )
+    h.feed(
+        0,
+        "h",
+        orjson.dumps({**base, "message": P + "armed", "timestamp": iso(T0 + 200_000), "contestKey": "k2"}),
+    )
     [rec] = h.records
     assert rec["lifecycle"] == "ttl" and rec["contestId"] == "c1"
     assert h.engine.hubs["h"].lifecycle.contests == {}

@@ -1,0 +1,10 @@
+"""``python -m streams worker|bench ...``."""
+
+from __future__ import annotations
+
+import sys
+
+from streams.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The faust app: one agent over ``contest.events``, one changelog-backed table of state.
+
+Per Kafka record the agent calls :meth:`streams.processor.Engine.process` (pure logic), then
+1. sends dead letters and contest records (not awaited: faust flushes the producer before it
+   commits the source offset, see ``faust/transport/consumer.py`` ``_commit_offsets``),
+2. sends the closed windows' results and waits for their acknowledgement (windows close rarely,
+   once per window and partition), so a state that says "emitted" is never in the changelog
+   before the result is in ``contest.windows``,
+3. writes each touched table key once, in the engine's order.
+Source offsets are committed by faust only for records whose iteration finished, and only after
+``producer.flush()``: the state a record produced is in the changelog before its offset is
+committed (at-least-once); the ``applied`` offsets inside the state make the replay idempotent.
+
+Why not ``stream.take()``: table writes inside it raise "Cannot modify table key from outside of
+stream iteration" (faust-streaming #497). Why not faust windowed tables: their expiry follows
+wall-clock time (#193, #385, #250); windows here close on the event-time watermark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from contest_telemetry.settings import KafkaSettings, TopicSettings
+from sinks.prometheus.counters import CounterSink
+from sinks.prometheus.source import PipelineSnapshot
+from streams.processor import Engine
+from streams.settings import WorkerSettings
+
+__all__ = ["TABLE_NAME", "WorkerSource", "create_app"]
+
+log = logging.getLogger(__name__)
+TABLE_NAME = "state"
+
+
+class WorkerSource:
+    """The worker's :class:`sinks.prometheus.source.SnapshotSource`."""
+
+    def __init__(self, app: faust.App, engine: Engine, topic: str) -> None:
+        self.app = app
+        self.engine = engine
+        self.topic = topic
+        self.positions: dict[int, int] = {}
+
+    def assigned(self) -> set[int] | None:
+        try:
+            return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic}
+        except Exception:  # not started yet
+            return None
+
+    def snapshot(self) -> PipelineSnapshot:
+        assigned = self.assigned()
+        snap = self.engine.snapshot(assigned if assigned is not None else set())
+        lag: dict[tuple[str, int], int] = {}
+        for partition in sorted(assigned or ()):
+            try:
+                high = self.app.consumer.highwater(TP(self.topic, partition))
+            except Exception:
+                continue
+            if high is not None:
+                lag[(self.topic, partition)] = max(0, high - (self.positions.get(partition, -1) + 1))
+        return PipelineSnapshot(
+            last=snap.last,
+            rolling=snap.rolling,
+            watermark_ms=snap.watermark_ms,
+            newest_event_time_ms=snap.newest_event_time_ms,
+            lag=lag,
+        )
+
+
+def create_app(
+    settings: WorkerSettings,
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    counters: CounterSink | None = None,
+) -> faust.App:
+    """Build the worker's faust app; ``app.source`` is its snapshot source, ``app.engine`` its logic."""
+    servers = [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()]
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{s}" for s in servers],
+        store="memory://",
+        datadir=str(settings.data_dir),
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        producer_acks=settings.producer_acks,
+        producer_linger=0.005,
+        producer_max_request_size=4 * 1024 * 1024,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        broker_client_id=kafka.client_id,
+        stream_buffer_maxsize=1024,
+    )
+    source_topic = app.topic(
+        topics.events,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=topics.partitions,
+    )
+    table = app.Table(
+        TABLE_NAME,
+        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"),
+        partitions=topics.partitions,
+        recovery_buffer_size=10_000,
+    )
+    engine = Engine(settings, table, counters, topics.events)
+    source = WorkerSource(app, engine, topics.events)
+    app.engine = engine  # type: ignore[attr-defined]
+    app.source = source  # type: ignore[attr-defined]
+    timeout = settings.window_send_timeout_s
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        engine.reset()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        engine.reset()
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: Any = None) -> Any:
+        return await app.producer.send(topic, key, value, None, None, headers)
+
+    @app.agent(source_topic, name="contest-events")
+    async def process(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            ts = msg.timestamp * 1000.0 if msg.timestamp else None
+            out = engine.process(msg.partition, msg.offset, msg.key, msg.value, ts, msg.topic)
+            for key, value, headers in out.dlq:
+                await send(topics.dlq, key, value, headers)
+            for rkey, rvalue in out.records:
+                await send(topics.records, rkey, rvalue)
+            if out.windows:
+                futures = [await send(topics.windows, wkey, wvalue) for wkey, wvalue in out.windows]
+                await asyncio.wait_for(asyncio.gather(*futures), timeout)
+            for tkey, tvalue in out.writes:
+                table[tkey] = tvalue
+            source.positions[msg.partition] = msg.offset
+
+    app.process_agent = process  # type: ignore[attr-defined]
+    return app

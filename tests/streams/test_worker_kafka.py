@@ -1,0 +1,178 @@
+"""The worker against a real broker (Apache Kafka by default, Tansu with CT_TEST_BROKER=embedded).
+
+The test data is from November 2025: replaying it closes windows by event time (a watermark
+pushed by "tick" events an hour later), never by wall-clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.partitioner import murmur2
+
+from contest_telemetry.schema import encode_envelope
+from contest_telemetry.settings import KafkaSettings, TopicSettings
+from tests.helpers.streams_reference import T0, P, check_all, iso, make_events, reference_windows
+from tests.helpers.streams_worker import WorkerProcess, collect, produce
+from tests.streams.engine_harness import envelopes
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
+
+CUTOFF = T0 + 3_000_000
+TICK_AT = T0 + 3_600_000
+
+
+def partition_of(hub: str, partitions: int) -> int:
+    return (murmur2(hub.encode()) & 0x7FFFFFFF) % partitions
+
+
+def tick_records(partitions: int) -> list[tuple[bytes | None, bytes]]:
+    out = []
+    for p in range(partitions):
+        ev = {"message": P + "armed", "timestamp": iso(TICK_AT), "hubId": f"tick-{p}", "contestKey": "k"}
+        out.append((f"tick-{p}".encode(), orjson.dumps(ev)))
+    return out
+
+
+def expected_ids(ref: dict[tuple[str, int], Any], partitions: int) -> set[str]:
+    ids = {f"{hub}/{start}" for hub, start in ref if hub != "_all"}
+    ids |= {f"_all/{partition_of(hub, partitions)}/{start}" for hub, start in ref if hub != "_all"}
+    return ids
+
+
+def results_of(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [v for v in values if v["windowStartMs"] < CUTOFF and not v["hubId"].startswith("tick")]
+
+
+@pytest.fixture
+def workers(
+    tmp_path: Path, kafka_settings: KafkaSettings, topic_settings: TopicSettings, unique: str
+) -> Iterator[Any]:
+    started: list[WorkerProcess] = []
+
+    def make(name: str = "w", **env: Any) -> WorkerProcess:
+        w = WorkerProcess(
+            kafka_settings.bootstrap_servers,
+            topic_settings,
+            f"ct-test-{unique}",
+            tmp_path / f"data-{name}-{len(started)}",
+            tmp_path / f"{name}.log",
+            **env,
+        )
+        started.append(w)
+        return w.start()
+
+    try:
+        yield make
+    finally:
+        for w in started:
+            w.stop()
+
+
+def _wait_windows(
+    bootstrap: str, topic: str, want: set[str], alive: Any, timeout: float = 60
+) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+
+    def done(values: list[dict[str, Any]]) -> bool:
+        seen.update(v["windowId"] for v in values)
+        return want <= seen
+
+    try:
+        return asyncio.run(collect(bootstrap, topic, done, timeout=timeout, alive=alive))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; missing {sorted(want - seen)[:10]}") from None
+
+
+def test_windows_records_and_dlq_against_reference(
+    workers: Any, kafka_settings: KafkaSettings, topic_settings: TopicSettings
+) -> None:
+    bootstrap = kafka_settings.bootstrap_servers
+    w = workers("single")
+    events = make_events(hubs=6, contests_per_hub=200, span_ms=300_000, seed=11)
+    good = dict(events[0], eventId="dlq-good", hubId="hub-x")
+    ref = reference_windows(sorted([*events, good], key=lambda e: e["timestamp"]))
+    # Mix envelopes (most) and single events (the contract's form) in one stream, plus bad records.
+    recs: list[tuple[bytes | None, bytes]] = [(h.encode(), v) for h, v in envelopes(events[:-600], per=40)]
+    recs += [(e["hubId"].encode(), orjson.dumps(e)) for e in events[-600:]]
+    bad_event = dict(events[1], participantCount="three")
+    bad = [
+        (b"hub-0", b"\x00\xffjunk"),
+        (b"hub-0", orjson.dumps(dict(events[2], hubId=7))),
+        (b"hub-x", encode_envelope("hub-x", [good, dict(bad_event, hubId="hub-x")])),
+    ]
+    asyncio.run(produce(bootstrap, topic_settings.events, bad + recs))
+    asyncio.run(
+        produce(
+            bootstrap,
+            topic_settings.events,
+            tick_records(topic_settings.partitions),
+            partition_of=lambda i: i,
+        )
+    )
+    values = _wait_windows(bootstrap, topic_settings.windows, expected_ids(ref, 2), w.alive)
+    time.sleep(1.0)
+    problems = check_all(results_of(values), ref)
+    assert problems == [], "\n".join(problems[:20]) + w.log()
+
+    dlq = asyncio.run(collect(bootstrap, topic_settings.dlq, lambda v: len(v) >= 3, timeout=60))
+    assert sorted((d["reason"], str(d["index"])) for d in dlq) == [
+        ("decode", "None"),
+        ("validation", "1"),
+        ("validation", "None"),
+    ]
+    for d in dlq:
+        assert d["source"]["topic"] == topic_settings.events and d["failedAt"]
+    finished = sum(1 for e in events if e["message"] in (P + "resolved", P + "workflowFailed"))
+    records = asyncio.run(
+        collect(bootstrap, topic_settings.records, lambda v: len(v) >= finished, timeout=60)
+    )
+    assert len({r["eventId"] for r in records}) == finished
+    assert w.alive()
+
+
+def test_two_workers_one_killed_mid_stream(
+    workers: Any, kafka_settings: KafkaSettings, topic_settings: TopicSettings
+) -> None:
+    bootstrap = kafka_settings.bootstrap_servers
+    events = make_events(hubs=8, contests_per_hub=250, span_ms=420_000, seed=5)
+    ref = reference_windows(events)
+    recs: list[tuple[bytes | None, bytes]] = [(h.encode(), v) for h, v in envelopes(events, per=25)]
+    a = workers("a")
+    b = workers("b")
+    third = len(recs) // 3
+    asyncio.run(produce(bootstrap, topic_settings.events, recs[:third]))
+    # Wait until the first windows close (both workers have state), then kill one mid-stream.
+    asyncio.run(
+        collect(
+            bootstrap,
+            topic_settings.windows,
+            lambda v: len(v) >= 4,
+            timeout=180,
+            alive=lambda: a.alive() and b.alive(),
+        )
+    )
+    asyncio.run(produce(bootstrap, topic_settings.events, recs[third : 2 * third]))
+    a.kill()
+    a2 = workers("a2")
+    asyncio.run(produce(bootstrap, topic_settings.events, recs[2 * third :]))
+    asyncio.run(
+        produce(
+            bootstrap,
+            topic_settings.events,
+            tick_records(topic_settings.partitions),
+            partition_of=lambda i: i,
+        )
+    )
+    values = _wait_windows(
+        bootstrap, topic_settings.windows, expected_ids(ref, 2), lambda: a2.alive() and b.alive(), timeout=240
+    )
+    time.sleep(1.0)
+    problems = check_all(results_of(values), ref)
+    assert problems == [], "\n".join(problems[:20]) + "\n" + a2.log() + b.log()

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
+import orjson
 from faust.types import TP
 
 from contest_telemetry.settings import KafkaSettings, TopicSettings
@@ -70,6 +72,33 @@ class WorkerSource:
             newest_event_time_ms=snap.newest_event_time_ms,
             lag=lag,
         )
+
+
+class _BenchProbe:
+    """Benchmark instrumentation: time from the first applied event to the expected count."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.expect = settings.bench_expect_events or 0
+        self.path = settings.bench_report
+        self.events = 0
+        self.first: float | None = None
+
+    def add(self, n: int) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+        before = self.events
+        self.events += n
+        if before < self.expect <= self.events and self.path is not None:
+            elapsed = time.perf_counter() - self.first
+            self.path.write_bytes(
+                orjson.dumps({"events": self.events, "seconds": elapsed, "rss_peak_kb": _peak_rss_kb()})
+            )
+
+
+def _peak_rss_kb() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def create_app(
@@ -129,6 +158,8 @@ def create_app(
     async def send(topic: str, key: bytes | None, value: bytes, headers: Any = None) -> Any:
         return await app.producer.send(topic, key, value, None, None, headers)
 
+    bench = _BenchProbe(settings) if settings.bench_expect_events else None
+
     @app.agent(source_topic, name="contest-events")
     async def process(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -145,6 +176,8 @@ def create_app(
             for tkey, tvalue in out.writes:
                 table[tkey] = tvalue
             source.positions[msg.partition] = msg.offset
+            if bench is not None:
+                bench.add(out.events)
 
     app.process_agent = process  # type: ignore[attr-defined]
     return app

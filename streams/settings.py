@@ -37,6 +37,10 @@ class WorkerSettings(BaseSettings):
     producer_acks: int = Field(default=-1, description="-1 = all (Tansu takes it too, without idempotence).")
     loglevel: str = "warn"
     window_send_timeout_s: float = 30.0
+    bench_expect_events: int | None = Field(
+        default=None, description="Benchmark only: write a timing report once this many events were applied."
+    )
+    bench_report: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> WorkerSettings:

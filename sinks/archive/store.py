@@ -25,7 +25,7 @@ import io
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -349,6 +349,3 @@ class ArchiveStore:
         chunk = self._open.pop((topic, partition), None)
         if chunk is not None:
             chunk.discard()
-
-    def idle_keys(self, predicate: Callable[[tuple[str, int]], bool]) -> list[tuple[str, int]]:
-        return [key for key in self._open if predicate(key)]

@@ -188,3 +188,39 @@ def test_run_unreachable_broker_fails_cleanly(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.decode().strip().splitlines()[-1].startswith("archive: ")
+
+
+@pytest.mark.kafka
+def test_idle_flush_is_opt_in_and_writes_before_stop(
+    kafka_broker: KafkaTarget,
+    kafka_settings: KafkaSettings,
+    topic_settings: TopicSettings,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    run_sync(_produce(kafka_settings, topic_settings, 5))
+    root = tmp_path / "archive"
+    command = archiver_command(
+        root, kafka_broker.bootstrap, topic_settings.events, topic_settings.records, f"g-{unique}", chunk=1000
+    )
+    proc = start_archiver([*command, "--idle-flush", "0.5", "--stop-after-idle", "20"])
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            time.monotonic() < deadline
+            and len(archived_lines(root) if (root / MANIFEST_NAME).exists() else []) < 6
+        ):
+            time.sleep(0.2)
+        assert proc.poll() is None  # still running: the idle flush wrote the chunks, not the stop
+        assert len(archived_lines(root)) == 6
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert verify_archive_ok(root)
+
+
+def verify_archive_ok(root: Path) -> bool:
+    from sinks.archive.verify import verify_archive
+
+    return verify_archive(root).ok

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from contest_telemetry.schema import arming_duration_ms, as_ms, resolution_durations
+from contest_telemetry.schema import arming_duration_ms, resolution_durations
 from contest_telemetry.schema.events import ContestEventBase
 from streams.records import build_record
 
@@ -28,7 +28,17 @@ ARMED, LAUNCHED, STARTED, FAILED, RESOLVED, EXPIRED = (
     _P + m for m in ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
 )
 _SEP = "\x1f"
-_CARRIED = ("label", "move", "type", "moderationTags", "sharedComplicationTags")
+_TIMES = (("createdAt", "created_at"), ("startedAt", "started_at"), ("expiresAt", "expires_at"))
+_COPIED = (
+    ("participantCount", "participant_count"),
+    ("participantCapacity", "participant_capacity"),
+    ("windowMs", "window_ms"),
+    ("label", "label"),
+    ("move", "move"),
+    ("type", "type"),
+    ("moderationTags", "moderation_tags"),
+    ("sharedComplicationTags", "shared_complication_tags"),
+)
 
 
 @dataclass(slots=True)
@@ -77,7 +87,7 @@ class Lifecycle:
             self._take(entry, ev)
             entry["seen"] = t
             return effect
-        contest_id: str | None = getattr(ev, "contest_id", None)
+        contest_id: str | None = ev.__dict__.get("contest_id")
         if msg == EXPIRED:
             entry = (
                 self.armed.pop(key) if key in self.armed else {"roomId": room, "contestKey": ev.contest_key}
@@ -143,25 +153,14 @@ class Lifecycle:
     @staticmethod
     def _take(entry: dict[str, Any], ev: ContestEventBase) -> None:
         """Copy what the event knows into the lifecycle entry (a later number replaces an earlier)."""
-        for name, attr in (
-            ("createdAt", "created_at"),
-            ("startedAt", "started_at"),
-            ("expiresAt", "expires_at"),
-        ):
-            value = getattr(ev, attr)
-            if value is not None and as_ms(value) is not None:
+        # Model fields straight from __dict__: getattr on a pydantic model's missing field is slow.
+        d = ev.__dict__
+        for name, attr in _TIMES:
+            value = d.get(attr)
+            if value is not None:
                 entry[name] = value
-        for name, attr in (
-            ("participantCount", "participant_count"),
-            ("participantCapacity", "participant_capacity"),
-            ("windowMs", "window_ms"),
-            ("label", "label"),
-            ("move", "move"),
-            ("type", "type"),
-            ("moderationTags", "moderation_tags"),
-            ("sharedComplicationTags", "shared_complication_tags"),
-        ):
-            value = getattr(ev, attr, None)
+        for name, attr in _COPIED:
+            value = d.get(attr)
             if value is not None:
                 entry[name] = value
 

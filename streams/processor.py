@@ -37,6 +37,7 @@ from streams.state import (
     part_key,
     split_lines,
 )
+from streams.state import as_bytes as _as_bytes
 from streams.windows import WindowAgg, closed_index
 
 __all__ = ["ALL_HUB", "Engine", "Outputs", "Store"]
@@ -89,6 +90,9 @@ class Engine:
         self._view_cache: dict[str, tuple[int, HubWindowView, HubWindowView]] = {}
         self.newest_event_ms: float | None = None
 
+    def _get(self, key: str) -> bytes | None:
+        return _as_bytes(self.store.get(key))
+
     # -- caches --------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget decoded state (after a rebalance the table is the truth)."""
@@ -104,12 +108,12 @@ class Engine:
         return tuple(WindowAgg.from_result(orjson.loads(line)) for line in lines)
 
     def _load_hub(self, hub: str) -> HubState | None:
-        data = self.store.get(hub_key(hub))
+        data = self._get(hub_key(hub))
         if data is None:
             return None
         hs = HubState.from_bytes(data)
         self.hubs[hub] = hs
-        closed = self.store.get(closed_key(hub))
+        closed = self._get(closed_key(hub))
         if closed:
             self.recent[hub] = (hs.part, self._recent_from_lines(closed))
         return hs
@@ -125,10 +129,10 @@ class Engine:
     def _part(self, partition: int) -> PartState:
         ps = self.parts.get(partition)
         if ps is None:
-            data = self.store.get(part_key(partition))
+            data = self._get(part_key(partition))
             ps = PartState.from_bytes(partition, data) if data else PartState(partition)
             self.parts[partition] = ps
-            partials = self.store.get(all_key(partition))
+            partials = self._get(all_key(partition))
             if partials:
                 self.all_recent[partition] = self._recent_from_lines(partials)
         return ps
@@ -338,7 +342,7 @@ class Engine:
             closing = sorted(idx for idx in hs.open if idx < k_new)
             just_closed: set[int] = set()
             lines: list[bytes] = []
-            existing = self.store.get(closed_key(hub))
+            existing = self._get(closed_key(hub))
             if hs.closed_k is not None and (k_prev is None or hs.closed_k > k_prev) and existing:
                 # This hub's closing reached the changelog but the partition's did not (a crash):
                 # its results for the windows being closed now come from its retained windows.
@@ -373,7 +377,7 @@ class Engine:
         if ttl_count:
             self.counters.expired_lifecycles(ttl_count)
         if partials:
-            existing = self.store.get(all_key(partition))
+            existing = self._get(all_key(partition))
             lines = []
             recent = list(self.all_recent.get(partition, ()))
             for start in sorted(partials):

@@ -22,7 +22,7 @@ from streams.exceptions import StateError
 from streams.lifecycle import Lifecycle
 from streams.windows import WindowAgg
 
-__all__ = ["HubState", "PartState", "append_lines", "hub_key", "part_key"]
+__all__ = ["HubState", "PartState", "append_lines", "as_bytes", "hub_key", "part_key", "split_lines"]
 
 VERSION = 1
 
@@ -44,13 +44,23 @@ def all_key(partition: int) -> str:
 
 
 def append_lines(existing: bytes | None, lines: list[bytes], keep: int) -> bytes:
-    """Newline-framed JSON values (orjson never writes a raw newline), keeping the last ``keep``."""
-    old = existing.split(b"\n") if existing else []
-    return b"\n".join((old + lines)[-keep:])
+    """A JSON array of window results (each already encoded), keeping the last ``keep``."""
+    return b"[" + b",".join((split_lines(existing) + lines)[-keep:]) + b"]"
 
 
 def split_lines(data: bytes | None) -> list[bytes]:
-    return data.split(b"\n") if data else []
+    return [orjson.dumps(item) for item in orjson.loads(data)] if data else []
+
+
+def as_bytes(value: Any) -> bytes | None:
+    """A table value as bytes. Faust's changelog recovery JSON-decodes values even with the raw
+    codec (seen on a restart: dicts and lists come back), so every value is one JSON document
+    and anything decoded is encoded again here."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return orjson.dumps(value)
 
 
 class HubState:

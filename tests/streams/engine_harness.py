@@ -57,5 +57,7 @@ class Harness:
         return out
 
     def restart(self) -> None:
-        """A new process: caches gone, the table (store) recovered."""
+        """A new process: caches gone, the table recovered from its changelog. Faust's recovery
+        JSON-decodes the values (seen on Tansu and Kafka), so the engine gets Python objects back."""
+        self.store = {k: orjson.loads(v) if isinstance(v, bytes) else v for k, v in self.store.items()}  # type: ignore[misc]
         self.engine = Engine(self.settings, self.store)

@@ -225,7 +225,26 @@ class LoadGenerator:
             else:
                 await asyncio.sleep(0)  # let the publisher's sender run
         if events is None:
-            for step in self.drain():
+            published += await self._drain_into(publisher)
+        return published
+
+    async def _drain_into(self, publisher: Any, slice_ms: float = 250.0) -> int:
+        """Finish contests in flight without pacing, but in event-time slices with a flush between
+        them: one flush spanning many seconds would put one hub's later events ahead of another
+        hub's earlier ones on a shared partition, which a stream processor sees as late events."""
+        flush = getattr(publisher, "flush", None)
+        steps = self.drain()
+        published = 0
+        start = 0
+        while start < len(steps):
+            limit = steps[start].at_ms + slice_ms
+            end = start
+            while end < len(steps) and steps[end].at_ms < limit:
+                end += 1
+            for step in steps[start:end]:
                 await getattr(publisher, step.method)(**step.kwargs)
-                published += 1
+            published += end - start
+            start = end
+            if flush is not None:
+                await flush()
         return published

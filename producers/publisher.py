@@ -13,6 +13,7 @@ import collections
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,19 @@ def iso_timestamp(ms: float | None = None) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z``, as the hub's logger writes it."""
     moment = datetime.now(UTC) if ms is None else datetime.fromtimestamp(ms / 1000.0, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@contextlib.contextmanager
+def _quiet_probe() -> Iterator[None]:
+    """aiokafka logs a refused InitProducerId at ERROR; with idempotence='auto' a refusal is an
+    expected answer (we fall back and warn once), not an error."""
+    sender = logging.getLogger("aiokafka.producer.sender")
+    previous = sender.level
+    sender.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        sender.setLevel(previous)
 
 
 def _window_ms(start: Any, end: Any) -> float | int | None:
@@ -102,7 +116,8 @@ class ContestPublisher:
         want = mode in ("auto", "on") and self.settings.acks == "all"
         producer = AIOKafkaProducer(**self._producer_kwargs(want))
         try:
-            await producer.start()
+            with _quiet_probe() if mode == "auto" else contextlib.nullcontext():
+                await producer.start()
             self.idempotent = want
         except Exception:
             await producer.stop()

@@ -455,12 +455,12 @@ def _print_table(result: dict[str, Any]) -> None:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser("bench", help="stream worker throughput benchmark")
-    _add_args(p)
+    add_arguments(p)
     p.set_defaults(func=run)
     return p
 
 
-def _add_args(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--hubs", type=int, default=50)
     p.add_argument("--partitions", type=int, default=2)
@@ -490,5 +490,5 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stream_throughput", description=__doc__.split("\n")[0])
-    _add_args(parser)
+    add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -90,12 +90,33 @@ def run_worker(
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run a worker that serves its Prometheus exporter (``CT_EXPORTER_*``) while it runs."""
+    from prometheus_client import CollectorRegistry
+
+    from sinks.prometheus import ExporterSettings, PipelineCollector, PipelineCounters, start_exporter
+
     try:
         settings, kafka, topics = _settings(args)
-    except StreamsConfigError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
+        exporter = ExporterSettings()
+    except (StreamsConfigError, ValidationError) as exc:
+        print(f"worker: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    return run_worker(settings, kafka, topics)
+    counters = PipelineCounters(max_hubs=exporter.max_hubs, max_label_length=exporter.max_label_length)
+    registry = CollectorRegistry()
+    servers: list[Any] = []
+
+    def on_app(app: Any) -> None:
+        registry.register(PipelineCollector(counters, app.source))
+        if exporter.enabled:
+            server = start_exporter(registry, exporter)
+            servers.append(server)
+            print(f"worker: metrics at {server.url}", file=sys.stderr, flush=True)
+
+    try:
+        return run_worker(settings, kafka, topics, counters, on_app)
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,13 +16,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import orjson
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from contest_telemetry.cli.parser import Parser
 from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from sinks.archive.lines import Kind
@@ -39,13 +40,6 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
-class _Parser(argparse.ArgumentParser):
-    """Raises instead of printing usage and exiting with 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(message)
-
-
 def _positive_float(flag: str, raw: str | None) -> float | None:
     if raw is None:
         return None
@@ -59,7 +53,7 @@ def _positive_float(flag: str, raw: str | None) -> float | None:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="archive_command", metavar="{run,verify}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="archive_command", metavar="{run,verify}", parser_class=Parser)
     run_p = commands.add_parser("run", help="archive contest.events and contest.records", allow_abbrev=False)
     run_p.add_argument(
         "--dir", metavar="DIR", help="archive root (CT_ARCHIVE_DIR, default ./contest-archive)"
@@ -249,7 +243,7 @@ def run(args: argparse.Namespace, *, stdout: IO[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point (``python -m sinks.archive run|verify ...``)."""
-    parser = _Parser(prog=PROG, description=__doc__, allow_abbrev=False)
+    parser = Parser(prog=PROG, description=__doc__, allow_abbrev=False)
     _add_arguments(parser)
     try:
         args = parser.parse_args(argv)

@@ -14,10 +14,11 @@ import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, NoReturn
+from typing import IO, Any, BinaryIO
 
 from rich.console import Console
 
+from contest_telemetry.cli.parser import Parser
 from contest_telemetry.exceptions import ConfigError
 from sinks.monitor.inputs import InputError, open_lines
 from sinks.monitor.render import LazyArray, render_table, render_text, write_json
@@ -38,13 +39,6 @@ EXIT_BREACHED = 2
 _FORMATS = ("text", "json", "table")
 # A plain decimal: Python's float() would also take "inf", "nan" and "1_000".
 _DECIMAL = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of printing usage and exiting with 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(message)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -194,7 +188,7 @@ def run(args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: IO[s
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point (``python -m sinks.monitor``)."""
-    parser = _Parser(prog=PROG, description=__doc__, allow_abbrev=False)
+    parser = Parser(prog=PROG, description=__doc__, allow_abbrev=False)
     _add_arguments(parser)
     try:
         args, extras = parser.parse_known_args(argv)

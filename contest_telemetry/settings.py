@@ -24,11 +24,17 @@ class KafkaSettings(BaseSettings):
         default="127.0.0.1:9092",
         description="Comma-separated host:port list; the demo starts an embedded broker when unset.",
     )
-    client_id: str = "contest-telemetry"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    client_id: str = Field(
+        default="contest-telemetry", description="Client id the brokers see in their logs and quotas."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol)."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (never logged).")
 
     def aiokafka_kwargs(self) -> dict[str, object]:
         """Keyword arguments understood by every aiokafka client."""
@@ -50,9 +56,18 @@ class TopicSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CT_TOPIC_", extra="ignore")
 
-    events: str = "contest.events"
-    dlq: str = "contest.events.dlq"
-    records: str = "contest.records"
-    windows: str = "contest.windows"
+    events: str = Field(
+        default="contest.events", description="Hub events in (single events or envelopes), keyed by hubId."
+    )
+    dlq: str = Field(
+        default="contest.events.dlq",
+        description="Dead letters: records or events that failed decoding or validation, with the reason.",
+    )
+    records: str = Field(
+        default="contest.records", description="One record per finished contest, with its joined lifecycle."
+    )
+    windows: str = Field(default="contest.windows", description="One final result per closed window and hub.")
     partitions: int = Field(default=4, ge=1, description="Partitions of contest.events (and its outputs).")
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of topics this project creates."
+    )

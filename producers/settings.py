@@ -11,6 +11,8 @@ __all__ = ["PublisherSettings"]
 
 
 class PublisherSettings(BaseSettings):
+    """How the hub publisher buffers and sends events (env prefix ``CT_PUBLISHER_``)."""
+
     model_config = SettingsConfigDict(env_prefix="CT_PUBLISHER_", extra="ignore")
 
     buffer_size: int = Field(
@@ -26,12 +28,18 @@ class PublisherSettings(BaseSettings):
         description="'envelope' sends one record per hub and flush holding many events; "
         "'single' sends one record per event (today's contract form).",
     )
-    max_envelope_events: int = Field(default=500, ge=1)
+    max_envelope_events: int = Field(default=500, ge=1, description="Most events in one envelope record.")
     linger_ms: int = Field(default=20, ge=0, description="How long the sender waits to fill envelopes.")
-    acks: Literal["all", "1", "0"] = "all"
+    acks: Literal["all", "1", "0"] = Field(default="all", description="Broker acknowledgement: all, 1 or 0.")
     idempotence: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="'auto' enables the idempotent producer when the broker grants producer ids.",
     )
-    compression: Literal["none", "gzip"] = "none"
-    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    compression: Literal["none", "gzip"] = Field(
+        default="none", description="Record compression: none or gzip."
+    )
+    request_timeout_ms: int = Field(
+        default=30_000,
+        ge=1000,
+        description="Give up a produce request after this long (then counted as failed).",
+    )

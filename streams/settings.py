@@ -12,6 +12,8 @@ __all__ = ["WorkerSettings"]
 
 
 class WorkerSettings(BaseSettings):
+    """The stream worker: windows, state and faust (env prefix ``CT_WORKER_``)."""
+
     model_config = SettingsConfigDict(env_prefix="CT_WORKER_", extra="ignore")
 
     app_id: str = Field(
@@ -30,17 +32,27 @@ class WorkerSettings(BaseSettings):
         default=3600.0, gt=0, description="Open contests not seen for this long (event time) are expired."
     )
     alpha: float = Field(default=0.01, gt=0, lt=1, description="DDSketch relative accuracy.")
-    arming_budget_ms: float = 8000.0
-    resolution_budget_ms: float = 800.0
-    web_enabled: bool = False
-    web_port: int = 6066
+    arming_budget_ms: float = Field(
+        default=8000.0, gt=0, description="Arming p95 budget (window results flag breaches)."
+    )
+    resolution_budget_ms: float = Field(default=800.0, gt=0, description="Resolution p95 budget.")
+    web_enabled: bool = Field(
+        default=False, description="Serve faust's own web UI (the exporter is separate)."
+    )
+    web_port: int = Field(default=6066, description="Port of faust's web UI when enabled.")
     producer_acks: int = Field(default=-1, description="-1 = all (Tansu takes it too, without idempotence).")
-    loglevel: str = "warn"
-    window_send_timeout_s: float = 30.0
+    loglevel: str = Field(default="warn", description="faust log level: debug, info, warn, error.")
+    window_send_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Wait this long for window results to be acknowledged before state marks them emitted.",
+    )
     bench_expect_events: int | None = Field(
         default=None, description="Benchmark only: write a timing report once this many events were applied."
     )
-    bench_report: Path | None = None
+    bench_report: Path | None = Field(
+        default=None, description="Benchmark only: where that timing report goes."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> WorkerSettings:

@@ -41,6 +41,8 @@ class WorkerProcess:
             "CT_WORKER_APP_ID": app_id,
             "CT_WORKER_DATA_DIR": str(data_dir),
             "PYTHONUNBUFFERED": "1",
+            # Every worker serves an exporter: a free port each, so workers side by side never clash.
+            "CT_EXPORTER_PORT": "0",
             **{f"CT_WORKER_{k.upper()}": str(v) for k, v in worker_env.items()},
         }
         self.log_path = log_path

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "TopicSettings"]
+__all__ = ["KafkaSettings", "TopicSettings", "settings_error_line"]
 
 
 class KafkaSettings(BaseSettings):
@@ -71,3 +71,20 @@ class TopicSettings(BaseSettings):
     replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics this project creates."
     )
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    """One line naming the environment variable (or flag) that is wrong and why.
+
+    ``exc.title`` is the settings class; its env prefix turns ``window_s`` into ``CT_WORKER_WINDOW_S``.
+    """
+    prefix = ""
+    for cls in BaseSettings.__subclasses__():
+        if cls.__name__ == exc.title:
+            prefix = str(cls.model_config.get("env_prefix", ""))
+    parts = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in error["loc"])
+        name = f"{prefix}{field.upper()}" if prefix else field
+        parts.append(f"{name}={error.get('input')!r}: {error['msg']}")
+    return "invalid setting " + "; ".join(parts)

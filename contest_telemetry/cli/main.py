@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from contest_telemetry.cli.parser import Parser
 from contest_telemetry.exceptions import ContestTelemetryError
+from contest_telemetry.settings import settings_error_line
 
 __all__ = ["main"]
 
@@ -69,9 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        print(f"{PROG}: invalid setting {where}: {first['msg']}", file=sys.stderr)
+        print(f"{PROG}: {settings_error_line(exc)}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

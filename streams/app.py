@@ -82,16 +82,28 @@ class _BenchProbe:
         self.path = settings.bench_report
         self.events = 0
         self.first: float | None = None
+        self.cpu = (0.0, 0.0)
 
     def add(self, n: int) -> None:
         if self.first is None:
             self.first = time.perf_counter()
+            self.cpu = (time.thread_time(), time.process_time())
         before = self.events
         self.events += n
         if before < self.expect <= self.events and self.path is not None:
             elapsed = time.perf_counter() - self.first
             self.path.write_bytes(
-                orjson.dumps({"events": self.events, "seconds": elapsed, "rss_peak_kb": _peak_rss_kb()})
+                orjson.dumps(
+                    {
+                        "events": self.events,
+                        "seconds": elapsed,
+                        "rss_peak_kb": _peak_rss_kb(),
+                        # CPU seconds over the same span: the agent's thread, the whole process
+                        # (faust's consumer runs in a thread of its own).
+                        "main_thread_cpu_s": time.thread_time() - self.cpu[0],
+                        "process_cpu_s": time.process_time() - self.cpu[1],
+                    }
+                )
             )
 
 

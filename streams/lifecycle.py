@@ -14,30 +14,33 @@ a contest when it finishes with a ``contestId`` (``resolved`` or ``workflowFaile
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from contest_telemetry.schema import arming_duration_ms, resolution_durations
-from contest_telemetry.schema.events import ContestEventBase
 from streams.records import build_record
 
-__all__ = ["Effect", "Lifecycle"]
+__all__ = ["NO_EFFECT", "Effect", "Lifecycle"]
 
 _P = "telemetry.contest."
 ARMED, LAUNCHED, STARTED, FAILED, RESOLVED, EXPIRED = (
     _P + m for m in ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
 )
 _SEP = "\x1f"
-_TIMES = (("createdAt", "created_at"), ("startedAt", "started_at"), ("expiresAt", "expires_at"))
-_COPIED = (
-    ("participantCount", "participant_count"),
-    ("participantCapacity", "participant_capacity"),
-    ("windowMs", "window_ms"),
-    ("label", "label"),
-    ("move", "move"),
-    ("type", "type"),
-    ("moderationTags", "moderation_tags"),
-    ("sharedComplicationTags", "shared_complication_tags"),
+# What a lifecycle entry takes from an event, in this order (a later number replaces an earlier).
+_TAKEN = (
+    "createdAt",
+    "startedAt",
+    "expiresAt",
+    "participantCount",
+    "participantCapacity",
+    "windowMs",
+    "label",
+    "move",
+    "type",
+    "moderationTags",
+    "sharedComplicationTags",
 )
 
 
@@ -51,12 +54,19 @@ class Effect:
     record: dict[str, Any] | None = None
 
 
+NO_EFFECT = Effect()
+"""What most events return (shared: never modify it)."""
+
+
 def _set(target: dict[str, Any], name: str, value: Any) -> None:
     if value is not None:
         target[name] = value
 
 
 class Lifecycle:
+    """Events are dicts as :func:`streams.fastdecode.decode_events` gives them: every field of the
+    event's class under its wire name (absent fields of other classes read as None)."""
+
     __slots__ = ("armed", "contests")
 
     def __init__(self) -> None:
@@ -77,63 +87,64 @@ class Lifecycle:
         return out
 
     # -- events --------------------------------------------------------------------------------
-    def apply(self, hub: str, ev: ContestEventBase, t: float) -> Effect:
-        msg = ev.message
-        room = ev.room_id
-        key = f"{room}{_SEP}{ev.contest_key}"
-        effect = Effect()
+    def apply(self, hub: str, ev: dict[str, Any], t: float) -> Effect:
+        msg = ev["message"]
+        room = ev["roomId"]
+        contest_key = ev["contestKey"]
+        key = f"{room}{_SEP}{contest_key}"
         if msg == ARMED:
-            entry = self.armed.setdefault(key, {"roomId": room, "contestKey": ev.contest_key})
-            self._take(entry, ev)
+            entry = self.armed.get(key)
+            if entry is None:
+                entry = self.armed[key] = {"roomId": room, "contestKey": contest_key}
+            _take(entry, ev)
             entry["seen"] = t
-            return effect
-        contest_id: str | None = ev.__dict__.get("contest_id")
+            return NO_EFFECT
         if msg == EXPIRED:
-            entry = (
-                self.armed.pop(key) if key in self.armed else {"roomId": room, "contestKey": ev.contest_key}
-            )
-            self._take(entry, ev)
-            fields = {"expiredAt": ev.expired_at, "armingDurationMs": getattr(ev, "arming_duration_ms", None)}
+            entry = self.armed.pop(key) if key in self.armed else {"roomId": room, "contestKey": contest_key}
+            _take(entry, ev)
+            expired_at = ev["expiredAt"]
+            fields = {"expiredAt": expired_at, "armingDurationMs": ev.get("armingDurationMs")}
             if fields["armingDurationMs"] is None:
-                fields["armingDurationMs"] = arming_duration_ms(entry.get("createdAt"), ev.expired_at)
-            effect.record = self._record(hub, ev, "expired", entry, fields)
-            return effect
-        assert contest_id is not None
+                fields["armingDurationMs"] = arming_duration_ms(entry.get("createdAt"), expired_at)
+            return Effect(record=self._record(hub, ev, "expired", entry, fields))
+        contest_id: str = ev["contestId"]
         contest = self.contests.get(contest_id)
         if contest is None:
             armed = self.armed.pop(key, None)
-            contest = armed if armed is not None else {"roomId": room, "contestKey": ev.contest_key}
+            contest = armed if armed is not None else {"roomId": room, "contestKey": contest_key}
             contest["contestId"] = contest_id
-            if msg not in (FAILED, RESOLVED):
+            if msg != FAILED and msg != RESOLVED:
                 self.contests[contest_id] = contest
         contest["seen"] = t
-        self._take(contest, ev)
+        _take(contest, ev)
         if msg == LAUNCHED:
-            arming = ev.arming_duration_ms  # type: ignore[attr-defined]
+            arming = ev["armingDurationMs"]
             if arming is None:
                 arming = arming_duration_ms(contest.get("createdAt"), contest.get("startedAt"))
             if arming is not None:
                 contest["armingDurationMs"] = arming
                 contest["ar"] = True
-                effect.arming = arming
-            return effect
+                return Effect(arming=arming)
+            return NO_EFFECT
         if msg == STARTED:
-            _set(contest, "workflowId", ev.workflow_id)  # type: ignore[attr-defined]
-            _set(contest, "runId", ev.run_id)  # type: ignore[attr-defined]
-            return effect
+            _set(contest, "workflowId", ev["workflowId"])
+            _set(contest, "runId", ev["runId"])
+            return NO_EFFECT
         self.contests.pop(contest_id, None)
-        effect.finished = True
-        effect.participants = contest.get("participantCount")
-        effect.capacity = contest.get("participantCapacity")
+        effect = Effect(
+            finished=True,
+            participants=contest.get("participantCount"),
+            capacity=contest.get("participantCapacity"),
+        )
         if msg == RESOLVED:
-            created, started, resolved = contest.get("createdAt"), contest.get("startedAt"), ev.resolved_at
+            created, started, resolved = contest.get("createdAt"), contest.get("startedAt"), ev["resolvedAt"]
             computed = resolution_durations(created, started, resolved)
-            arming = ev.arming_duration_ms  # type: ignore[attr-defined]
+            arming = ev["armingDurationMs"]
             if arming is None:
                 arming = contest.get("armingDurationMs")
             if arming is None:
                 arming = computed.arming_ms
-            resolution = ev.resolution_duration_ms  # type: ignore[attr-defined]
+            resolution = ev["resolutionDurationMs"]
             if resolution is None:
                 resolution = computed.resolution_ms
             if arming is not None and not contest.get("ar"):
@@ -142,43 +153,29 @@ class Lifecycle:
             fields = {
                 "armingDurationMs": arming,
                 "resolutionDurationMs": resolution,
-                "outcomeTier": ev.outcome_tier,  # type: ignore[attr-defined]
-                "sharedComplicationCount": ev.shared_complication_count,  # type: ignore[attr-defined]
+                "outcomeTier": ev["outcomeTier"],
+                "sharedComplicationCount": ev["sharedComplicationCount"],
             }
             effect.record = self._record(hub, ev, "resolved", contest, fields)
         else:  # workflowFailed
-            effect.record = self._record(hub, ev, "workflowFailed", contest, {"error": ev.error})  # type: ignore[attr-defined]
+            effect.record = self._record(hub, ev, "workflowFailed", contest, {"error": ev["error"]})
         return effect
 
     @staticmethod
-    def _take(entry: dict[str, Any], ev: ContestEventBase) -> None:
-        """Copy what the event knows into the lifecycle entry (a later number replaces an earlier)."""
-        # Model fields straight from __dict__: getattr on a pydantic model's missing field is slow.
-        d = ev.__dict__
-        for name, attr in _TIMES:
-            value = d.get(attr)
-            if value is not None:
-                entry[name] = value
-        for name, attr in _COPIED:
-            value = d.get(attr)
-            if value is not None:
-                entry[name] = value
-
-    @staticmethod
     def _record(
-        hub: str, ev: ContestEventBase, lifecycle: str, contest: dict[str, Any], fields: dict[str, Any]
+        hub: str, ev: dict[str, Any], lifecycle: str, contest: dict[str, Any], fields: dict[str, Any]
     ) -> dict[str, Any]:
-        fields.setdefault("resolvedAt", ev.resolved_at)
-        fields.setdefault("expiredAt", ev.expired_at)
+        fields.setdefault("resolvedAt", ev["resolvedAt"])
+        fields.setdefault("expiredAt", ev["expiredAt"])
         fields = {k: v for k, v in fields.items() if v is not None}
         return build_record(
-            message=ev.message,
+            message=ev["message"],
             lifecycle=lifecycle,
             hub=hub,
             contest=contest,
-            timestamp=ev.timestamp,
-            level=ev.level,
-            event_id=ev.event_id,
+            timestamp=ev["timestamp"],
+            level=ev["level"],
+            event_id=ev["eventId"],
             fields=fields,
         )
 
@@ -204,6 +201,30 @@ class Lifecycle:
                     )
                 )
         return out
+
+
+def _taken(message: str) -> tuple[str, ...]:
+    """The fields of ``_TAKEN`` that events of ``message`` have (the others are always None)."""
+    from contest_telemetry.schema.events import AnyContestEvent
+
+    union = typing.get_args(AnyContestEvent)[0]
+    for cls in typing.get_args(union):
+        if typing.get_args(cls.model_fields["message"].annotation) == (message,):
+            aliases = {info.alias or name for name, info in cls.model_fields.items()}
+            return tuple(name for name in _TAKEN if name in aliases)
+    return _TAKEN
+
+
+_TAKEN_BY_MESSAGE = {m: _taken(m) for m in (ARMED, LAUNCHED, STARTED, FAILED, RESOLVED, EXPIRED)}
+
+
+def _take(entry: dict[str, Any], ev: dict[str, Any]) -> None:
+    """Copy what the event knows into the lifecycle entry (a later number replaces an earlier)."""
+    get = ev.get
+    for name in _TAKEN_BY_MESSAGE.get(ev["message"], _TAKEN):
+        value = get(name)
+        if value is not None:
+            entry[name] = value
 
 
 def _iso(ms: float) -> str:

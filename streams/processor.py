@@ -16,16 +16,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
-from contest_telemetry.schema import decode_record
-from contest_telemetry.schema.events import ContestEventBase, short_type
+from contest_telemetry.schema.events import short_type
 from sinks.prometheus.counters import CounterSink
 from sinks.prometheus.source import HubWindowView, PipelineSnapshot
 from streams.counters import NullCounters
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
+from streams.fastdecode import decode_events
+from streams.lifecycle import NO_EFFECT
 from streams.settings import WorkerSettings
 from streams.state import (
     HubState,
@@ -158,7 +159,7 @@ class Engine:
         out = Outputs()
         part = self._part(partition)
         fresh = offset > part.applied
-        decoded = decode_record(value)
+        decoded = decode_events(value)
         if fresh and decoded.invalid:
             reasons: dict[str, int] = {}
             for invalid in decoded.invalid:
@@ -179,21 +180,24 @@ class Engine:
             out.skipped = True
             return out
         k_prev, wm_prev = part.closed_k, part.watermark
-        groups: dict[str, tuple[list[ContestEventBase], list[float]]] = {}
+        groups: dict[str, tuple[list[dict[str, Any]], list[float]]] = {}
         fallback = float(timestamp_ms) if timestamp_ms is not None else 0.0
-        max_t: float | None = None
-        for ev in decoded.events:
-            t = ev.event_time_ms()
-            if t is None:
-                t = fallback
-            if max_t is None or t > max_t:
-                max_t = t
-            group = groups.get(ev.hub_id)
-            if group is None:
-                groups[ev.hub_id] = ([ev], [t])
-            else:
-                group[0].append(ev)
-                group[1].append(t)
+        times = cast(list[float], decoded.times)
+        if None in times:
+            times = [fallback if t is None else t for t in times]
+        max_t: float | None = max(times) if times else None
+        events = decoded.events
+        if events and all(ev["hubId"] == events[0]["hubId"] for ev in events):
+            groups[events[0]["hubId"]] = (events, times)  # one hub (an envelope)
+        else:
+            for ev, t in zip(events, times, strict=True):
+                hub_id = ev["hubId"]
+                group = groups.get(hub_id)
+                if group is None:
+                    groups[hub_id] = ([ev], [t])
+                else:
+                    group[0].append(ev)
+                    group[1].append(t)
         dirty: dict[str, HubState] = {}
         for hub, (events, times) in groups.items():
             hs = self._hub(hub, partition)
@@ -229,7 +233,7 @@ class Engine:
     def _apply(
         self,
         hs: HubState,
-        events: list[ContestEventBase],
+        events: list[dict[str, Any]],
         times: list[float],
         partition: int,
         offset: int,
@@ -237,21 +241,58 @@ class Engine:
         wm_prev: float | None,
         out: Outputs,
     ) -> None:
-        hub, size, lifecycle, open_ = hs.hub, self.size, hs.lifecycle, hs.open
+        hub, size, alpha, open_ = hs.hub, self.size, self.alpha, hs.open
+        apply = hs.lifecycle.apply
         late = 0
         arming: list[float] = []
         resolution: list[float] = []
         types: dict[str, int] = {}
         multi = cap = failed = 0
         floor = math.floor
+        records = out.records
+        hub_bytes = hub.encode()
+        dumps = orjson.dumps
+        no_effect = NO_EFFECT
+        # Events of one record are mostly in one window: keep the last one at hand.
+        last_idx: int | None = None
+        agg: WindowAgg | None = None
         for ev, t in zip(events, times, strict=True):
-            msg = ev.message
+            msg = ev["message"]
             types[msg] = types.get(msg, 0) + 1
-            eff = lifecycle.apply(hub, ev, t)
+            eff = apply(hub, ev, t)
+            idx = floor(t / size)
+            if k_prev is not None and idx < k_prev:
+                late += 1
+                if eff is not no_effect:
+                    if eff.arming is not None:
+                        arming.append(eff.arming)
+                    if eff.resolution is not None:
+                        resolution.append(eff.resolution)
+                    if eff.finished:
+                        if msg == _FAILED:
+                            failed += 1
+                        if eff.participants is not None and eff.participants > 2:
+                            multi += 1
+                        if eff.capacity is not None and eff.capacity > 2:
+                            cap += 1
+                    if eff.record is not None:
+                        records.append((hub_bytes, dumps(eff.record)))
+                continue
+            if idx != last_idx:
+                agg = open_.get(idx)
+                if agg is None:
+                    agg = open_[idx] = WindowAgg(idx * size, alpha)
+                last_idx = idx
+            assert agg is not None
+            agg.events += 1
+            if eff is no_effect:
+                continue
             if eff.arming is not None:
                 arming.append(eff.arming)
+                agg.arming.add(eff.arming)
             if eff.resolution is not None:
                 resolution.append(eff.resolution)
+                agg.resolution.add(eff.resolution)
             if eff.finished:
                 if msg == _FAILED:
                     failed += 1
@@ -259,29 +300,16 @@ class Engine:
                     multi += 1
                 if eff.capacity is not None and eff.capacity > 2:
                     cap += 1
-            if eff.record is not None:
-                out.records.append((hub.encode(), orjson.dumps(eff.record)))
-            idx = floor(t / size)
-            if k_prev is not None and idx < k_prev:
-                late += 1
-                continue
-            agg = open_.get(idx)
-            if agg is None:
-                agg = open_[idx] = WindowAgg(idx * size, self.alpha)
-            agg.events += 1
-            if eff.arming is not None:
-                agg.arming.add(eff.arming)
-            if eff.resolution is not None:
-                agg.resolution.add(eff.resolution)
-            if eff.finished:
                 agg.add_contest(eff.participants, eff.capacity)
+            if eff.record is not None:
+                records.append((hub_bytes, dumps(eff.record)))
         if late:
             assert wm_prev is not None
             hs.late += late
             idx = floor(wm_prev / size)
             agg = open_.get(idx)
             if agg is None:
-                agg = open_[idx] = WindowAgg(idx * size, self.alpha)
+                agg = open_[idx] = WindowAgg(idx * size, alpha)
             agg.late_events += late
             self.counters.late(hub, late)
         hs.applied[partition] = offset

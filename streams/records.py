@@ -45,6 +45,7 @@ RECORD_FIELDS = (
     "eventId",
     "lifecycle",
 )
+_BODY = RECORD_FIELDS[4:-2]
 
 
 def build_record(
@@ -65,9 +66,8 @@ def build_record(
         "level": level,
         "hubId": hub,
     }
-    for name in RECORD_FIELDS[4:-2]:
-        value = fields.get(name, contest.get(name))
-        out[name] = value
+    joined = {**contest, **fields}  # what the finishing event adds wins
+    out.update(zip(_BODY, map(joined.get, _BODY), strict=True))
     if event_id:
         out["eventId"] = f"record:{event_id}"
     else:

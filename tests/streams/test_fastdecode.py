@@ -1,0 +1,268 @@
+"""The fast decoding path (streams/fastdecode.py) against the schema's own validation.
+
+Whatever the fast path accepts, ``validate_event`` must accept with the same values (and value
+types, and field order) and event time; whatever the schema rejects, the fast path must not
+accept. Records decode to the same events and the same dead letters either way.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from contest_telemetry.schema import (
+    EVENT_MESSAGES,
+    EventValidationError,
+    decode_record,
+    encode_envelope,
+    validate_event,
+)
+from streams.fastdecode import FAST_MESSAGES, decode_events, fast_event, normalise
+
+P = "telemetry.contest."
+
+_NUMBERS = [0, 1, 17, 1_762_243_200_000, 0.0, 2.5, 1.762243200123e12, 3.0]
+_BAD_NUMBERS: list[Any] = [-1, -0.5, True, False, "5", None, [1], {"a": 1}, math.nan, math.inf, -math.inf]
+_COUNTS = [0, 1, 2, 5, 2.0, 0.0]
+_BAD_COUNTS: list[Any] = [-1, 2.5, True, "2", math.nan, math.inf, -2.0, [2]]
+_TIMESTAMPS = [
+    "2025-11-04T08:00:00.123Z",
+    "2025-11-04T08:00:00+02:00",
+    "2025-11-04T08:00:00",
+    "2025-11-04",
+    "2025-11-04T08:00:00.123456-05:30",
+    "20251104T080000Z",
+]
+_BAD_TIMESTAMPS: list[Any] = [
+    "yesterday",
+    "2025-13-01T00:00:00Z",
+    "",
+    1_762_243_200_000,
+    True,
+    ["2025-11-04"],
+]
+
+_OPTIONAL: dict[str, list[Any]] = {
+    "timestamp": [*_TIMESTAMPS, None],
+    "level": ["info", "error"],
+    "roomId": ["room-1", "", None],
+    "eventId": ["e-1", None],
+    "schemaVersion": [1, 2, None],
+    "createdAt": [*_NUMBERS, None],
+    "startedAt": [*_NUMBERS, None],
+    "resolvedAt": [*_NUMBERS, None],
+    "expiresAt": [*_NUMBERS, None],
+    "expiredAt": [*_NUMBERS, None],
+    "participantCount": [*_COUNTS, None],
+    "participantCapacity": [*_COUNTS, None],
+    "windowMs": [*_NUMBERS, None],
+    "armingDurationMs": [*_NUMBERS, None],
+    "resolutionDurationMs": [*_NUMBERS, None],
+    "label": ["a label", None],
+    "move": ["rock", None],
+    "type": ["duel", None],
+    "moderationTags": [["hub-pvp"], [], ["a", "b"], None],
+    "sharedComplicationTags": [["x"], None],
+    "workflowId": ["wf-1", None],
+    "runId": ["run-1", None],
+    "outcomeTier": ["decisive", 2, 0, None],
+    "sharedComplicationCount": _COUNTS,
+    "error": ["boom", ""],
+}
+_BAD: dict[str, list[Any]] = {
+    "timestamp": _BAD_TIMESTAMPS,
+    "level": ["warn", "", None, 1],
+    "hubId": ["", None, 1, ["h"]],
+    "contestKey": ["", None, 2],
+    "contestId": ["", None, 3, True],
+    "roomId": [1, True, ["r"]],
+    "eventId": [1, {"id": 1}],
+    "schemaVersion": [True, 1.0, "1", 1.5],
+    "createdAt": _BAD_NUMBERS,
+    "startedAt": _BAD_NUMBERS,
+    "resolvedAt": _BAD_NUMBERS,
+    "expiredAt": _BAD_NUMBERS,
+    "participantCount": _BAD_COUNTS,
+    "participantCapacity": _BAD_COUNTS,
+    "armingDurationMs": _BAD_NUMBERS,
+    "resolutionDurationMs": _BAD_NUMBERS,
+    "moderationTags": [["a", 1], "a", [None], [["a"]]],
+    "outcomeTier": [True, 1.5, ["a"]],
+    "sharedComplicationCount": [*_BAD_COUNTS, None],
+    "error": [None, 1],
+    "label": [1, True],
+    "message": [None, 1, ["telemetry.contest.armed"], P + "unknown", "telemetry.contest.batch"],
+}
+_SNAKE = {
+    "hubId": "hub_id",
+    "contestKey": "contest_key",
+    "contestId": "contest_id",
+    "createdAt": "created_at",
+}
+
+
+def _aliases() -> dict[str, set[str]]:
+    out = {}
+    for message in EVENT_MESSAGES:
+        ev = validate_event({"message": message, "hubId": "h", "contestKey": "k", "contestId": "c"})
+        out[message] = {info.alias or name for name, info in type(ev).model_fields.items()}
+    return out
+
+
+_ALIASES = _aliases()
+
+
+def _valid(rng: random.Random, message: str) -> dict[str, Any]:
+    ev: dict[str, Any] = {"message": message, "hubId": f"hub-{rng.randrange(3)}", "contestKey": "k1"}
+    if message not in (P + "armed", P + "expired"):
+        ev["contestId"] = f"c{rng.randrange(100)}"
+    names = sorted(n for n in _OPTIONAL if n in _ALIASES[message])
+    for name in rng.sample(names, min(len(names), rng.randrange(0, 9))):
+        ev[name] = rng.choice(_OPTIONAL[name])
+    keys = list(ev)
+    rng.shuffle(keys)
+    return {k: ev[k] for k in keys}
+
+
+def _variant(rng: random.Random, ev: dict[str, Any]) -> dict[str, Any]:
+    """Valid events, extras, Python names, bad values, missing fields, non-objects."""
+    ev = dict(ev)
+    r = rng.random()
+    if r < 0.35:
+        return ev
+    if r < 0.45:
+        ev[rng.choice(["custom", "contestId", "extra_field", "nested"])] = rng.choice(
+            [1, "x", None, {"a": [1]}]
+        )
+    elif r < 0.52:
+        alias = rng.choice([k for k in _SNAKE if k in ev] or ["hubId"])
+        if alias in ev:
+            ev[_SNAKE[alias]] = ev.pop(alias)
+    elif r < 0.58:
+        for required in ("hubId", "contestKey", "contestId", "message"):
+            if required in ev and rng.random() < 0.5:
+                del ev[required]
+                break
+    elif r < 0.6:
+        return rng.choice([[], "event", 5, None, [ev]])  # type: ignore[return-value]
+    else:
+        name = rng.choice(sorted(_BAD))
+        ev[name] = rng.choice(_BAD[name])
+    return ev
+
+
+def _corpus(n: int, seed: int = 11) -> list[Any]:
+    rng = random.Random(seed)
+    return [_variant(rng, _valid(rng, rng.choice(EVENT_MESSAGES))) for _ in range(n)]
+
+
+def _typed(d: dict[str, Any]) -> list[tuple[str, type, Any]]:
+    return [(k, type(v), v) for k, v in d.items()]
+
+
+def test_every_event_class_is_fast_pathed() -> None:
+    assert set(EVENT_MESSAGES) == FAST_MESSAGES
+
+
+def test_fast_event_accepts_only_what_the_schema_accepts_with_equal_values() -> None:
+    accepted = valid = 0
+    for obj in _corpus(6000):
+        fast = fast_event(obj)
+        try:
+            model = validate_event(obj)
+        except EventValidationError:
+            assert fast is None, obj
+            continue
+        valid += 1
+        if fast is None:
+            # It declines a valid event only for an extra field or a field given by its Python name.
+            assert not set(obj) <= _ALIASES[obj["message"]], obj
+            continue
+        accepted += 1
+        event, t_ms = fast
+        assert _typed(event) == _typed(normalise(model)), obj
+        assert t_ms == model.event_time_ms(), obj
+    assert valid > 2000 and accepted > 1500
+
+
+def test_plain_valid_events_are_all_fast_pathed() -> None:
+    rng = random.Random(5)
+    for _ in range(2000):
+        obj = _valid(rng, rng.choice(EVENT_MESSAGES))
+        try:
+            model = validate_event(obj)
+        except EventValidationError:  # e.g. participantCount None on armed (it defaults to 1)
+            assert fast_event(obj) is None
+            continue
+        fast = fast_event(obj)
+        assert fast is not None, obj
+        assert _typed(fast[0]) == _typed(normalise(model))
+
+
+def test_fast_path_keeps_no_reference_to_mutable_input() -> None:
+    obj = _valid(random.Random(1), P + "armed") | {"moderationTags": ["a"]}
+    fast = fast_event(obj)
+    assert fast is not None
+    obj["moderationTags"].append("b")
+    assert fast[0]["moderationTags"] == ["a"]
+
+
+def _same_decoding(data: bytes | None) -> None:
+    fast = decode_events(data)
+    slow = decode_record(data)
+    assert fast.envelope == slow.envelope
+    assert fast.publisher_dropped == slow.publisher_dropped
+    assert [_typed(e) for e in fast.events] == [_typed(normalise(e)) for e in slow.events]
+    assert fast.times == [e.event_time_ms() for e in slow.events]
+    assert [(str(i.error), i.error.reason, i.error.errors, i.index, i.raw) for i in fast.invalid] == [
+        (str(i.error), i.error.reason, i.error.errors, i.index, i.raw) for i in slow.invalid
+    ]
+
+
+def test_records_decode_like_the_schema() -> None:
+    rng = random.Random(3)
+    corpus = [e for e in _corpus(3000, seed=4) if not (isinstance(e, float) and math.isnan(e))]
+
+    def jsonable(e: Any) -> bool:
+        try:
+            orjson.dumps(e)
+        except TypeError:
+            return False
+        return not any(
+            isinstance(v, float) and not math.isfinite(v) for v in (e.values() if isinstance(e, dict) else [])
+        )
+
+    corpus = [e for e in corpus if jsonable(e)]
+    for i in range(0, len(corpus), 7):
+        chunk = corpus[i : i + rng.randrange(1, 12)]
+        _same_decoding(encode_envelope("hub-0", chunk, publisher_dropped=rng.choice([0, 0, 3])))
+        _same_decoding(orjson.dumps(chunk[0]))
+    # Clean envelopes (the fast path end to end).
+    for _ in range(200):
+        evs = [_valid(rng, rng.choice(EVENT_MESSAGES)) for _ in range(rng.randrange(0, 30))]
+        _same_decoding(encode_envelope("hub-1", evs))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b"5",
+        b'"text"',
+        b"{}",
+        b'{"message": "telemetry.contest.batch", "events": 5}',
+        b'{"message": "telemetry.contest.batch", "events": [], "publisherDropped": true}',
+        b'{"message": "telemetry.contest.batch", "events": [], "publisherDropped": 4}',
+        b'{"message": "telemetry.contest.batch", "events": [{"message": "telemetry.contest.armed"}, 3]}',
+        b'{"message": "telemetry.contest.batch", "hubId": "h"}',
+    ],
+)
+def test_odd_records_decode_like_the_schema(data: bytes | None) -> None:
+    _same_decoding(data)

@@ -113,6 +113,31 @@ def _peak_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+FETCH_MAX_WAIT_MS = 100
+"""The worker's consumer waits at most this long for a fetch to fill. faust hardcodes 1500 ms
+(``faust/transport/drivers/aiokafka.py``); Apache Kafka answers as soon as data arrives, but Tansu
+holds every fetch for the full wait, which put ~1.5 s between a record's arrival and its processing
+(window results late by as much). With data waiting both brokers answer at once."""
+
+
+def _short_fetch_wait() -> None:
+    """Make faust's worker consumer use :data:`FETCH_MAX_WAIT_MS` (once per process)."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(thread_cls, "_ct_short_fetch_wait", False):
+        return
+    create = thread_cls._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
+        return consumer
+
+    thread_cls._create_worker_consumer = _create_worker_consumer
+    thread_cls._ct_short_fetch_wait = True
+
+
 def create_app(
     settings: WorkerSettings,
     kafka: KafkaSettings,
@@ -120,6 +145,7 @@ def create_app(
     counters: CounterSink | None = None,
 ) -> faust.App:
     """Build the worker's faust app; ``app.source`` is its snapshot source, ``app.engine`` its logic."""
+    _short_fetch_wait()
     servers = [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()]
     app = faust.App(
         settings.app_id,

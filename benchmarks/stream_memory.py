@@ -21,8 +21,8 @@ from typing import Any
 
 from contest_telemetry.schema import encode_envelope
 from streams.processor import Engine
-from streams.state import as_bytes, closed_key, split_lines
 from streams.settings import WorkerSettings
+from streams.state import as_bytes, closed_key, split_lines
 
 BASE_MS = 1_762_243_200_000  # 2025-11-04T08:00:00Z, a window boundary
 

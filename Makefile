@@ -32,6 +32,9 @@ bench: install
 	$(BIN)/python benchmarks/publish.py
 	$(BIN)/python benchmarks/stream_throughput.py
 	$(BIN)/python benchmarks/archive.py
+	$(BIN)/python benchmarks/stream_memory.py
+	$(BIN)/python benchmarks/exporter_scrape.py
+	$(BIN)/python benchmarks/monitor.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

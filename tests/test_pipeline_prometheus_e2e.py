@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from contest_telemetry.broker import free_port
+from contest_telemetry.broker.process import stop_process_group
 from contest_telemetry.settings import TopicSettings
 from tests.conftest import KafkaTarget
 from tests.helpers.prometheus_server import PrometheusServer, find_prometheus
@@ -79,13 +79,7 @@ def worker(
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc, 30)
         log.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ from typing import IO
 from contest_telemetry.broker.exceptions import BrokerStartError
 from contest_telemetry.broker.readiness import wait_ready
 
-__all__ = ["BrokerProcess", "free_port"]
+__all__ = ["BrokerProcess", "free_port", "stop_process_group"]
 
 
 def free_port() -> int:
@@ -24,6 +25,22 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:
+    """SIGTERM the process group of ``proc`` (started with ``start_new_session=True``), wait up to
+    ``timeout`` seconds, then SIGKILL it; returns the exit code."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+    return proc.returncode
 
 
 @dataclass
@@ -109,15 +126,8 @@ class BrokerProcess:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Terminate (then kill) the broker and remove a data dir it created."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-            except ProcessLookupError:
-                pass
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

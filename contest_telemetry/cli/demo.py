@@ -30,6 +30,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from contest_telemetry.broker import BrokerProcess, free_port, make_broker
+from contest_telemetry.broker.process import stop_process_group
 from contest_telemetry.cli.metrics_probe import PipelineReading, read_metrics
 from contest_telemetry.cli.parser import positive_float, positive_int, share
 from contest_telemetry.settings import KafkaSettings, TopicSettings
@@ -79,18 +80,10 @@ class _Child:
     proc: subprocess.Popen[bytes]
     log: IO[bytes]
 
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+    def stop(self, timeout: float = 30.0) -> int | None:
+        code = stop_process_group(self.proc, timeout)
         self.log.close()
-        return self.proc.returncode
+        return code
 
 
 @dataclass

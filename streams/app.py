@@ -30,7 +30,9 @@ from faust.types import TP
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from sinks.prometheus.counters import CounterSink
 from sinks.prometheus.source import PipelineSnapshot
+from streams import faust_patches
 from streams.processor import Engine
+from streams.reread import RangeReader, missing_range
 from streams.settings import WorkerSettings
 
 __all__ = ["TABLE_NAME", "WorkerSource", "create_app"]
@@ -113,31 +115,6 @@ def _peak_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-FETCH_MAX_WAIT_MS = 100
-"""The worker's consumer waits at most this long for a fetch to fill. faust hardcodes 1500 ms
-(``faust/transport/drivers/aiokafka.py``); Apache Kafka answers as soon as data arrives, but Tansu
-holds every fetch for the full wait, which put ~1.5 s between a record's arrival and its processing
-(window results late by as much). With data waiting both brokers answer at once."""
-
-
-def _short_fetch_wait() -> None:
-    """Make faust's worker consumer use :data:`FETCH_MAX_WAIT_MS` (once per process)."""
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
-    if getattr(thread_cls, "_ct_short_fetch_wait", False):
-        return
-    create = thread_cls._create_worker_consumer
-
-    def _create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
-        return consumer
-
-    thread_cls._create_worker_consumer = _create_worker_consumer
-    thread_cls._ct_short_fetch_wait = True
-
-
 def create_app(
     settings: WorkerSettings,
     kafka: KafkaSettings,
@@ -145,7 +122,7 @@ def create_app(
     counters: CounterSink | None = None,
 ) -> faust.App:
     """Build the worker's faust app; ``app.source`` is its snapshot source, ``app.engine`` its logic."""
-    _short_fetch_wait()
+    faust_patches.apply()
     servers = [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()]
     app = faust.App(
         settings.app_id,
@@ -217,25 +194,60 @@ def create_app(
             await kafka_producer.send(topic, value, key=key, partition=partition)
 
     bench = _BenchProbe(settings) if settings.bench_expect_events else None
+    reader = RangeReader(kafka, topics.events, timeout_s=settings.reread_timeout_s)
+    sink = counters
+
+    async def apply(
+        partition: int, offset: int, key: bytes | None, value: bytes | None, ts: float | None, topic: str
+    ) -> None:
+        out = engine.process(partition, offset, key, value, ts, topic)
+        for dkey, dvalue, headers in out.dlq:
+            await send(topics.dlq, dkey, dvalue, headers)
+        if out.records:
+            await send_records(out.records)
+        if out.windows:
+            futures = [await send(topics.windows, wkey, wvalue) for wkey, wvalue in out.windows]
+            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        for tkey, tvalue in out.writes:
+            table[tkey] = tvalue
+        source.positions[partition] = offset
+        if bench is not None:
+            bench.add(out.events)
+
+    async def reread(partition: int, first: int, stop: int, topic: str) -> None:
+        """Apply ``[first, stop)`` read again (see streams/reread.py) before the record in hand."""
+        found = 0
+        async for rec in reader.read(partition, first, stop):
+            found += 1
+            ts = float(rec.timestamp) if rec.timestamp and rec.timestamp > 0 else None
+            await apply(partition, rec.offset, rec.key, rec.value, ts, topic)
+        missing = stop - first - found
+        log.warning(
+            "%s[%d]: the stream skipped offsets %d..%d the state had not applied; read them again "
+            "(%d records, %d offsets absent from the log)",
+            topic,
+            partition,
+            first,
+            stop - 1,
+            found,
+            missing,
+        )
+        if sink is not None:
+            sink.reread(found, missing)
 
     @app.agent(source_topic, name="contest-events")
     async def process(stream: faust.StreamT) -> None:
         async for event in stream.events():
             msg = event.message
+            gap = missing_range(engine.applied(msg.partition), msg.offset)
+            if gap is not None:
+                await reread(msg.partition, gap[0], gap[1], msg.topic)
             ts = msg.timestamp * 1000.0 if msg.timestamp else None
-            out = engine.process(msg.partition, msg.offset, msg.key, msg.value, ts, msg.topic)
-            for key, value, headers in out.dlq:
-                await send(topics.dlq, key, value, headers)
-            if out.records:
-                await send_records(out.records)
-            if out.windows:
-                futures = [await send(topics.windows, wkey, wvalue) for wkey, wvalue in out.windows]
-                await asyncio.wait_for(asyncio.gather(*futures), timeout)
-            for tkey, tvalue in out.writes:
-                table[tkey] = tvalue
-            source.positions[msg.partition] = msg.offset
-            if bench is not None:
-                bench.add(out.events)
+            await apply(msg.partition, msg.offset, msg.key, msg.value, ts, msg.topic)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _close_reader(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await reader.close()
 
     app.process_agent = process  # type: ignore[attr-defined]
     return app

@@ -35,6 +35,9 @@ class NullCounters:
     def processed(self, n: int) -> None:
         pass
 
+    def reread(self, records: int, missing_offsets: int) -> None:
+        pass
+
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
         pass
 

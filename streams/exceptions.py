@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
 
-__all__ = ["SketchError", "StateError", "StreamsConfigError", "StreamsError"]
+__all__ = ["RereadError", "SketchError", "StateError", "StreamsConfigError", "StreamsError"]
 
 
 class StreamsError(ContestTelemetryError):
@@ -21,3 +21,18 @@ class SketchError(StreamsError):
 
 class StateError(StreamsError):
     """A table value that cannot be decoded (written by an incompatible version)."""
+
+
+class RereadError(StreamsError):
+    """Records the state has not applied could not be read again (the broker stopped answering)."""
+
+    def __init__(self, topic: str, partition: int, first: int, stop: int, position: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.first = first
+        self.stop = stop
+        self.position = position
+        super().__init__(
+            f"could not re-read {topic}[{partition}] offsets {first}..{stop - 1}: "
+            f"no progress past offset {position}"
+        )

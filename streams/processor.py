@@ -138,6 +138,10 @@ class Engine:
                 self.all_recent[partition] = self._recent_from_lines(partials)
         return ps
 
+    def applied(self, partition: int) -> int:
+        """The last source offset of ``partition`` the state contains (-1: none yet)."""
+        return self._part(partition).applied
+
     def _hubs_of(self, partition: int) -> Iterator[HubState]:
         if partition not in self.loaded_parts:
             for key in list(self.store.keys()):

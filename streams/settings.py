@@ -47,6 +47,11 @@ class WorkerSettings(BaseSettings):
         gt=0,
         description="Wait this long for window results to be acknowledged before state marks them emitted.",
     )
+    reread_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Give up (and stop the worker) when records the state has not applied cannot be read again for this long.",
+    )
     bench_expect_events: int | None = Field(
         default=None, description="Benchmark only: write a timing report once this many events were applied."
     )

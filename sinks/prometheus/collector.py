@@ -269,6 +269,16 @@ class PipelineCollector(Collector):
             ),
             ("contest_processed_events_total", "Events applied to state by this worker.", v.processed),
             (
+                "contest_input_reread_records_total",
+                "Input records the stream skipped before the state applied them, read again by the worker.",
+                v.reread_records,
+            ),
+            (
+                "contest_input_missing_offsets_total",
+                "Offsets absent from the input log inside re-read ranges (transaction markers, retention).",
+                v.reread_missing_offsets,
+            ),
+            (
                 "contest_exporter_hub_labels_folded_total",
                 'Distinct hub ids folded into hub="_other" by the label cap.',
                 self.counters.hubs.folded,

@@ -67,6 +67,7 @@ class CounterSink(Protocol):
     def publisher_dropped(self, hub: str, n: int) -> None: ...
     def expired_lifecycles(self, n: int = 1) -> None: ...
     def processed(self, n: int) -> None: ...
+    def reread(self, records: int, missing_offsets: int) -> None: ...
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None: ...
     def observe_resolution_ms(self, hub: str, values: Iterable[float]) -> None: ...
 
@@ -90,6 +91,8 @@ class CountersView:
     arming: dict[str, list[float]]
     resolution: dict[str, list[float]]
     hubs_folded: int
+    reread_records: int = 0
+    reread_missing_offsets: int = 0
 
     @classmethod
     def empty(cls) -> CountersView:
@@ -127,6 +130,8 @@ class PipelineCounters:
         self._publisher_dropped: dict[str, int] = {}
         self._expired_lifecycles = 0
         self._processed = 0
+        self._reread_records = 0
+        self._reread_missing = 0
         self._arming: dict[str, list[float]] = {}
         self._resolution: dict[str, list[float]] = {}
 
@@ -171,6 +176,11 @@ class PipelineCounters:
         with self._lock:
             self._processed += n
 
+    def reread(self, records: int, missing_offsets: int) -> None:
+        with self._lock:
+            self._reread_records += records
+            self._reread_missing += missing_offsets
+
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
         self._observe(self._arming, ARMING_BUCKETS_MS, hub, values)
 
@@ -209,4 +219,6 @@ class PipelineCounters:
                 arming={k: list(v) for k, v in self._arming.items()},
                 resolution={k: list(v) for k, v in self._resolution.items()},
                 hubs_folded=self.hubs.folded,
+                reread_records=self._reread_records,
+                reread_missing_offsets=self._reread_missing,
             )

@@ -1,0 +1,86 @@
+"""Two corrections to faust-streaming 0.15 the worker applies at start (each once per process).
+
+Both replace one small method of a faust class; each is tested on its own in
+``tests/streams/test_faust_patches.py`` so an upgrade that changes the patched code shows up there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["FETCH_MAX_WAIT_MS", "apply", "complete_producer_flush", "short_fetch_wait"]
+
+FETCH_MAX_WAIT_MS = 100
+"""The worker's consumer waits at most this long for a fetch to fill. faust hardcodes 1500 ms
+(``faust/transport/drivers/aiokafka.py``); Apache Kafka answers as soon as data arrives, but Tansu
+holds every fetch for the full wait, which put ~1.5 s between a record's arrival and its processing
+(window results late by as much). With data waiting both brokers answer at once."""
+
+
+def short_fetch_wait() -> None:
+    """Make faust's worker consumer use :data:`FETCH_MAX_WAIT_MS`."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(thread_cls, "_ct_short_fetch_wait", False):
+        return
+    create = thread_cls._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
+        return consumer
+
+    thread_cls._create_worker_consumer = _create_worker_consumer
+    thread_cls._ct_short_fetch_wait = True
+
+
+def complete_producer_flush() -> None:
+    """Make faust's ``ProducerBuffer.flush()`` return only when every buffered message is handed on.
+
+    Table writes (the changelog) go through faust's ``ProducerBuffer``: a queue drained by a task
+    that hands one message at a time to aiokafka. Before committing source offsets, and before
+    reading changelog highwaters for recovery, faust calls ``producer.flush()``, whose buffer
+    flush gives up as soon as one message takes longer than 0.1 s to leave the queue
+    (``flush_atmost``: ``wait_for(..., timeout=0.1)`` then ``return``) and never waits for the
+    message the drain task has taken off the queue but not yet handed to aiokafka (seen in a
+    worker: the flush returned with 111 writes queued). Offsets could then be committed while the
+    changelog writes of those records were still in this process: a worker killed at that moment
+    lost them, and its successor resumed after the committed offset. With this patch the flush
+    loops until the queue is empty and nothing is between queue and aiokafka; faust's
+    ``producer.flush()`` then flushes aiokafka itself.
+    """
+    from faust.transport.producer import ProducerBuffer
+
+    buffer_cls: Any = ProducerBuffer
+    if getattr(buffer_cls, "_ct_complete_flush", False):
+        return
+    send_pending = buffer_cls._send_pending
+    flush_atmost = buffer_cls.flush_atmost
+
+    async def _send_pending(self: Any, fut: Any) -> None:
+        self._ct_in_flight = getattr(self, "_ct_in_flight", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._ct_in_flight -= 1
+
+    async def flush(self: Any) -> None:
+        while True:
+            if self.size:
+                await flush_atmost(self, None)  # raises if the buffer stopped with messages queued
+            elif getattr(self, "_ct_in_flight", 0):
+                await asyncio.sleep(0.001)
+            else:
+                return
+
+    buffer_cls._ct_original_flush = buffer_cls.flush  # kept for tests/streams/test_faust_patches.py
+    buffer_cls._send_pending = _send_pending
+    buffer_cls.flush = flush
+    buffer_cls._ct_complete_flush = True
+
+
+def apply() -> None:
+    short_fetch_wait()
+    complete_producer_flush()

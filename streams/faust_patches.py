@@ -7,9 +7,15 @@ Both replace one small method of a faust class; each is tested on its own in
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
-__all__ = ["FETCH_MAX_WAIT_MS", "apply", "complete_producer_flush", "short_fetch_wait"]
+__all__ = ["FETCH_MAX_WAIT_MS", "FLUSH_WARN_EVERY_S", "apply", "complete_producer_flush", "short_fetch_wait"]
+
+log = logging.getLogger(__name__)
+
+FLUSH_WARN_EVERY_S = 10.0
 
 FETCH_MAX_WAIT_MS = 100
 """The worker's consumer waits at most this long for a fetch to fill. faust hardcodes 1500 ms
@@ -67,6 +73,7 @@ def complete_producer_flush() -> None:
             self._ct_in_flight -= 1
 
     async def flush(self: Any) -> None:
+        started = warned = time.monotonic()
         while True:
             if self.size:
                 await flush_atmost(self, None)  # raises if the buffer stopped with messages queued
@@ -74,6 +81,16 @@ def complete_producer_flush() -> None:
                 await asyncio.sleep(0.001)
             else:
                 return
+            now = time.monotonic()
+            if now - warned >= FLUSH_WARN_EVERY_S:
+                # A flush that does not end holds back commits and rebalances: say so.
+                warned = now
+                log.warning(
+                    "changelog flush waiting for %.0f s: %d writes queued, %d being handed to the producer",
+                    now - started,
+                    self.size,
+                    getattr(self, "_ct_in_flight", 0),
+                )
 
     buffer_cls._ct_original_flush = buffer_cls.flush  # kept for tests/streams/test_faust_patches.py
     buffer_cls._send_pending = _send_pending

@@ -74,6 +74,9 @@ def resolve_kafka_libs(progress: bool = False) -> Path:
 
 
 def _cluster_id() -> str:
+    """A random KRaft cluster id (22 url-safe base64 characters, what ``kafka-storage random-uuid``
+    prints). Passed as ``--cluster-id=<id>``: an id that starts with ``-`` (1 in 64) would
+    otherwise be read as an option by the storage tool's argument parser."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
@@ -138,8 +141,7 @@ class ApacheKafkaBroker(BrokerProcess):
             self._classpath(),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            _cluster_id(),
+            f"--cluster-id={_cluster_id()}",
             "-c",
             str(self.properties_path),
         ]

@@ -73,3 +73,19 @@ def test_apache_kafka_restart_keeps_its_data(tmp_path: Path) -> None:
         assert broker.alive()
     finally:
         broker.stop()
+
+
+@pytest.mark.skipif(
+    not (shutil.which("java") and shutil.which("mvn")), reason="Apache Kafka needs java and mvn"
+)
+def test_apache_kafka_formats_with_a_cluster_id_that_starts_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 random cluster id in 64 starts with '-': the storage tool must not read it as an option."""
+    from contest_telemetry.broker import ApacheKafkaBroker, apache
+
+    monkeypatch.setattr(apache, "_cluster_id", lambda: "-" + "A" * 21)
+    (tmp_path / "kafka").mkdir()
+    ApacheKafkaBroker(data_dir=tmp_path / "kafka", port=1).prepare()  # formats, does not start
+    meta = (tmp_path / "kafka" / "kraft-logs" / "meta.properties").read_text()
+    assert "cluster.id=-AAAAAAAAAAAAAAAAAAAAA" in meta

@@ -34,6 +34,7 @@ from streams import faust_patches
 from streams.processor import Engine
 from streams.reread import RangeReader, missing_range
 from streams.settings import WorkerSettings
+from streams.watchdog import StallWatch
 
 __all__ = ["TABLE_NAME", "WorkerSource", "create_app"]
 
@@ -244,6 +245,57 @@ def create_app(
                 await reread(msg.partition, gap[0], gap[1], msg.topic)
             ts = msg.timestamp * 1000.0 if msg.timestamp else None
             await apply(msg.partition, msg.offset, msg.key, msg.value, ts, msg.topic)
+
+    watch = StallWatch(settings.stall_s)
+
+    @app.timer(interval=min(5.0, settings.stall_s / 3))
+    async def _watch_stalls() -> None:
+        """See streams/watchdog.py: find owned partitions that stopped being fetched."""
+        if app.in_recovery:  # type: ignore[attr-defined]
+            watch.forget()
+            return
+        owned = source.assigned() or set()
+        watch.forget(owned)
+        consumer = app.consumer
+        for partition in sorted(owned):
+            tp = TP(topics.events, partition)
+            applied = engine.applied(partition)
+            position = max(source.positions.get(partition, -1), applied)
+            high = consumer.highwater(tp)
+            if high is None:
+                high = await reader.end_offset(partition)
+            if watch.observe(partition, position, high > position + 1, time.monotonic()):
+                await unstick(tp, applied, high)
+
+    async def unstick(tp: TP, applied: int, high: int) -> None:
+        consumer: Any = app.consumer
+        log.warning(
+            "%s[%d]: %d records waiting and none applied for %.0f s; putting the partition back into "
+            "fetching from offset %d (faust: active=%s buffered=%s paused=%s flow_active=%s "
+            "flow_control_active=%s rebalancing=%s)",
+            tp.topic,
+            tp.partition,
+            high - applied - 1,
+            settings.stall_s,
+            applied + 1,
+            tp in (getattr(consumer, "_active_partitions", None) or ()),
+            tp in getattr(consumer, "_buffered_partitions", ()),
+            tp in getattr(consumer, "_paused_partitions", ()),
+            getattr(consumer, "flow_active", None),
+            app.flow_control.is_active(),
+            getattr(app, "rebalancing", None),
+        )
+        getattr(consumer, "_buffered_partitions", set()).discard(tp)
+        consumer.resume_partitions({tp})
+        if not consumer.flow_active:
+            consumer.resume_flow()
+            app.flow_control.resume()
+        try:
+            await consumer.seek(tp, max(applied + 1, 0))
+        except Exception as exc:  # not assigned any more (a rebalance started): faust seeks itself
+            log.warning("%s[%d]: seek after a stall failed: %r", tp.topic, tp.partition, exc)
+        if sink is not None:
+            sink.stalls(1)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close_reader(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -38,6 +38,9 @@ class NullCounters:
     def reread(self, records: int, missing_offsets: int) -> None:
         pass
 
+    def stalls(self, n: int = 1) -> None:
+        pass
+
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
         pass
 

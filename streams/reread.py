@@ -108,6 +108,13 @@ class RangeReader:
                 raise RereadError(self.topic, partition, first, stop, position)
             await asyncio.sleep(0)
 
+    async def end_offset(self, partition: int) -> int:
+        """The partition's end offset (the offset the next record written will get)."""
+        consumer = await self._client()
+        tp = TopicPartition(self.topic, partition)
+        ends = await consumer.end_offsets([tp])
+        return int(ends[tp])
+
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None

@@ -52,6 +52,11 @@ class WorkerSettings(BaseSettings):
         gt=0,
         description="Give up (and stop the worker) when records the state has not applied cannot be read again for this long.",
     )
+    stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="An owned input partition with records waiting and nothing applied for this long is put back into fetching (see docs/known-issues.md).",
+    )
     bench_expect_events: int | None = Field(
         default=None, description="Benchmark only: write a timing report once this many events were applied."
     )

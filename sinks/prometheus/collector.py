@@ -279,6 +279,11 @@ class PipelineCollector(Collector):
                 v.reread_missing_offsets,
             ),
             (
+                "contest_input_stalls_total",
+                "Owned input partitions found with records waiting and nothing applied, put back into fetching.",
+                v.stalls,
+            ),
+            (
                 "contest_exporter_hub_labels_folded_total",
                 'Distinct hub ids folded into hub="_other" by the label cap.',
                 self.counters.hubs.folded,

@@ -68,6 +68,7 @@ class CounterSink(Protocol):
     def expired_lifecycles(self, n: int = 1) -> None: ...
     def processed(self, n: int) -> None: ...
     def reread(self, records: int, missing_offsets: int) -> None: ...
+    def stalls(self, n: int = 1) -> None: ...
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None: ...
     def observe_resolution_ms(self, hub: str, values: Iterable[float]) -> None: ...
 
@@ -93,6 +94,7 @@ class CountersView:
     hubs_folded: int
     reread_records: int = 0
     reread_missing_offsets: int = 0
+    stalls: int = 0
 
     @classmethod
     def empty(cls) -> CountersView:
@@ -132,6 +134,7 @@ class PipelineCounters:
         self._processed = 0
         self._reread_records = 0
         self._reread_missing = 0
+        self._stalls = 0
         self._arming: dict[str, list[float]] = {}
         self._resolution: dict[str, list[float]] = {}
 
@@ -181,6 +184,10 @@ class PipelineCounters:
             self._reread_records += records
             self._reread_missing += missing_offsets
 
+    def stalls(self, n: int = 1) -> None:
+        with self._lock:
+            self._stalls += n
+
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
         self._observe(self._arming, ARMING_BUCKETS_MS, hub, values)
 
@@ -221,4 +228,5 @@ class PipelineCounters:
                 hubs_folded=self.hubs.folded,
                 reread_records=self._reread_records,
                 reread_missing_offsets=self._reread_missing,
+                stalls=self._stalls,
             )

@@ -148,6 +148,7 @@ def test_counters(exporter):
     counters.processed(11)
     counters.reread(30, 1)
     counters.reread(5, 0)
+    counters.stalls()
     assert sample(registry, "contest_events_total", hub="h1", type="armed") == 4
     assert sample(registry, "contest_events_total", hub="h2", type="resolved") == 2
     assert sample(registry, "contest_invalid_events_total", reason="decode") == 2
@@ -163,6 +164,7 @@ def test_counters(exporter):
     assert sample(registry, "contest_processed_events_total") == 111
     assert sample(registry, "contest_input_reread_records_total") == 35
     assert sample(registry, "contest_input_missing_offsets_total") == 1
+    assert sample(registry, "contest_input_stalls_total") == 1
     assert sample(registry, "contest_exporter_hub_labels_folded_total") == 0
 
 

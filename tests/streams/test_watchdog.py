@@ -21,10 +21,10 @@ def test_progress_or_nothing_waiting_restarts_the_clock() -> None:
     watch.observe(1, 10, True, 0.0)
     assert not watch.observe(1, 11, True, 25.0)  # moved
     assert not watch.observe(1, 11, True, 50.0)
-    assert not watch.observe(1, 11, False, 54.0)  # caught up: nothing waiting
+    assert not watch.observe(1, 11, False, 54.0)  # caught up: nothing waiting, the clock restarts
     assert not watch.observe(1, 11, True, 60.0)
-    assert not watch.observe(1, 11, True, 89.0)
-    assert watch.observe(1, 11, True, 90.0)
+    assert not watch.observe(1, 11, True, 83.9)
+    assert watch.observe(1, 11, True, 84.0)
 
 
 def test_partitions_are_independent_and_forgotten_on_rebalance() -> None:

@@ -1,12 +1,14 @@
 """Stalled input partitions: records waiting, the worker owns the partition, nothing applied.
 
 Seen on Apache Kafka after a SIGKILL and the rebalances that follow it (docs/known-issues.md):
-faust-streaming 0.15 can leave an assigned partition out of the set it fetches (its
-back-pressure bookkeeping, ``Consumer._active_partitions`` / ``_buffered_partitions``, is not
-reset by every path through a rebalance), and the worker then sits idle with lag that never
-drains. :class:`StallWatch` decides, from periodic observations, when a partition has had
-records waiting without progress for long enough; the app then logs faust's view of the
-partition and puts it back into fetching from the state's applied offset (see streams/app.py).
+an assigned partition with records waiting that faust-streaming 0.15 never delivers again, while
+it reports the partition active, not paused and its flow running. The cause inside faust is not
+pinned down (its read offset, below which it drops fetched records without a word, is one
+candidate); seeking the partition to the state's next offset, which also resets that read offset,
+gets it delivered again. :class:`StallWatch` decides, from periodic observations, when a
+partition has had records waiting without progress for long enough; the app then logs faust's
+view of the partition and seeks it (streams/app.py). Re-delivered records the state already
+applied are skipped, so a false alarm costs a re-read, never a double count.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ Values passed to the constructor win over the environment.
 
 from __future__ import annotations
 
-from typing import Literal
+import ssl
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["KafkaSettings", "TopicSettings", "settings_error_line"]
@@ -35,6 +37,32 @@ class KafkaSettings(BaseSettings):
     )
     sasl_username: str | None = Field(default=None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(default=None, description="SASL password (never logged).")
+    ssl_cafile: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) that signed the brokers' certificates, with SSL or SASL_SSL; default: the system's CAs.",
+    )
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password"
+            )
+        if not sasl and self.sasl_mechanism:
+            raise ValueError(f"sasl_mechanism needs a SASL security_protocol, not {self.security_protocol}")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for SSL / SASL_SSL (None for plaintext): verifies the brokers' certificates
+        against ``ssl_cafile`` or the system's CAs, and their host names."""
+        if not self.uses_tls:
+            return None
+        return ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
 
     def aiokafka_kwargs(self) -> dict[str, object]:
         """Keyword arguments understood by every aiokafka client."""
@@ -42,6 +70,8 @@ class KafkaSettings(BaseSettings):
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.security_protocol,
         }
+        if self.uses_tls:
+            kwargs["ssl_context"] = self.ssl_context()
         if self.sasl_mechanism:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
@@ -49,6 +79,21 @@ class KafkaSettings(BaseSettings):
                 self.sasl_password.get_secret_value() if self.sasl_password else None
             )
         return kwargs
+
+    def faust_credentials(self) -> Any:
+        """The same connection security as faust ``broker_credentials`` (None for PLAINTEXT)."""
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        if self.sasl_mechanism:
+            return SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password.get_secret_value() if self.sasl_password else None,
+                mechanism=self.sasl_mechanism,
+                ssl_context=self.ssl_context(),
+            )
+        if self.uses_tls:
+            return SSLCredentials(self.ssl_context())
+        return None
 
 
 class TopicSettings(BaseSettings):
@@ -85,6 +130,10 @@ def settings_error_line(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
         field = ".".join(str(p) for p in error["loc"])
+        if not field:
+            # A check across fields: its input is every value, secrets included, so only the message.
+            parts.append(f"{prefix.rstrip('_') or exc.title}: {error['msg'].removeprefix('Value error, ')}")
+            continue
         name = f"{prefix}{field.upper()}" if prefix else field
         parts.append(f"{name}={error.get('input')!r}: {error['msg']}")
     return "invalid setting " + "; ".join(parts)

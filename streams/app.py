@@ -141,6 +141,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         broker_client_id=kafka.client_id,
+        broker_credentials=kafka.faust_credentials(),
         stream_buffer_maxsize=1024,
     )
     source_topic = app.topic(

@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -85,6 +85,10 @@ class ApacheKafkaBroker(BrokerProcess):
     engine: str = "kafka"
     heap: str = "512m"
     controller_port: int = 0
+    # Users of an extra SASL_PLAINTEXT (PLAIN) listener on ``sasl_port``, for testing clients that
+    # authenticate; the PLAINTEXT listener stays (inter-broker traffic, readiness checks).
+    sasl_users: dict[str, str] = field(default_factory=dict)
+    sasl_port: int = 0
 
     def _classpath(self) -> str:
         return str(resolve_kafka_libs() / "libs" / "*")
@@ -131,6 +135,17 @@ class ApacheKafkaBroker(BrokerProcess):
             "auto.create.topics.enable": "true",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        if self.sasl_users:
+            if not self.sasl_port:
+                self.sasl_port = free_port()
+            users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+            props["listeners"] += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            props["advertised.listeners"] += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            props["sasl.enabled.mechanisms"] = "PLAIN"
+            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            )
         self.properties_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         if (logs / "meta.properties").exists():
             return  # already formatted (a restart keeps its data)

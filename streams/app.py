@@ -8,8 +8,11 @@ Per Kafka record the agent calls :meth:`streams.processor.Engine.process` (pure 
    before the result is in ``contest.windows``,
 3. writes each touched table key once, in the engine's order.
 Source offsets are committed by faust only for records whose iteration finished, and only after
-``producer.flush()``: the state a record produced is in the changelog before its offset is
-committed (at-least-once); the ``applied`` offsets inside the state make the replay idempotent.
+``producer.flush()`` (made complete by :mod:`streams.faust_patches`): the state a record produced
+is in the changelog before its offset is committed (at-least-once); the ``applied`` offsets inside
+the state make the replay idempotent, and a record the stream skips is read again
+(:mod:`streams.reread`). Dead letters and contest records are not ordered before the state: see
+docs/known-issues.md for the measured cost of doing so.
 
 Why not ``stream.take()``: table writes inside it raise "Cannot modify table key from outside of
 stream iteration" (faust-streaming #497). Why not faust windowed tables: their expiry follows

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the broker's child process before exec: ask Linux for SIGTERM when the parent dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:
@@ -95,6 +105,9 @@ class BrokerProcess:
             cwd=self.data_dir,
             # detached brokers outlive the CLI that started them; others die with their group
             start_new_session=True,
+            # ... and with the process that started them, even when it is SIGKILLed (a test run
+            # killed by a timeout must not leave a broker behind holding 512 MB and a port)
+            preexec_fn=None if detach else _die_with_parent,
         )
         try:
             wait_ready(

@@ -80,7 +80,7 @@ def _start(args: argparse.Namespace) -> int:
         + " ...",
         file=sys.stderr,
     )
-    broker.start()
+    broker.start(detach=not args.foreground)  # a detached broker outlives this command
     info = {
         "engine": broker.engine,
         "bootstrap": broker.bootstrap,

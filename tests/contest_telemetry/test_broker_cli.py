@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,36 @@ def test_apache_kafka_formats_with_a_cluster_id_that_starts_with_a_dash(
     ApacheKafkaBroker(data_dir=tmp_path / "kafka", port=1).prepare()  # formats, does not start
     meta = (tmp_path / "kafka" / "kraft-logs" / "meta.properties").read_text()
     assert "cluster.id=-AAAAAAAAAAAAAAAAAAAAA" in meta
+
+
+def test_a_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A test run killed by a timeout must not leave its broker running (Linux: PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signal is Linux only")
+    script = (
+        "import sys, time\n"
+        "from contest_telemetry.broker import TansuBroker\n"
+        "b = TansuBroker().start()\n"
+        "print(b.proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        broker_pid = int(parent.stdout.readline())
+        os.kill(broker_pid, 0)  # running
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(broker_pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(broker_pid, 9)
+            pytest.fail("the broker outlived the process that started it")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

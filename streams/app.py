@@ -34,6 +34,7 @@ from contest_telemetry.settings import KafkaSettings, TopicSettings
 from sinks.prometheus.counters import CounterSink
 from sinks.prometheus.source import PipelineSnapshot
 from streams import faust_patches
+from streams.exceptions import RereadError
 from streams.processor import Engine
 from streams.reread import RangeReader, missing_range
 from streams.settings import WorkerSettings
@@ -222,10 +223,16 @@ def create_app(
     async def reread(partition: int, first: int, stop: int, topic: str) -> None:
         """Apply ``[first, stop)`` read again (see streams/reread.py) before the record in hand."""
         found = 0
-        async for rec in reader.read(partition, first, stop):
-            found += 1
-            ts = float(rec.timestamp) if rec.timestamp and rec.timestamp > 0 else None
-            await apply(partition, rec.offset, rec.key, rec.value, ts, topic)
+        try:
+            async for rec in reader.read(partition, first, stop):
+                found += 1
+                ts = float(rec.timestamp) if rec.timestamp and rec.timestamp > 0 else None
+                await apply(partition, rec.offset, rec.key, rec.value, ts, topic)
+        except RereadError as exc:
+            # faust would restart the agent and go on past the hole: stop the worker instead.
+            log.error("%s", exc)
+            await app.crash(exc)
+            raise
         missing = stop - first - found
         log.warning(
             "%s[%d]: the stream skipped offsets %d..%d the state had not applied; read them again "
@@ -255,28 +262,33 @@ def create_app(
     @app.timer(interval=min(5.0, settings.stall_s / 3))
     async def _watch_stalls() -> None:
         """See streams/watchdog.py: find owned partitions that stopped being fetched."""
-        if app.in_recovery:  # type: ignore[attr-defined]
+        if _rebalancing():
             watch.forget()
             return
         owned = source.assigned() or set()
         watch.forget(owned)
-        consumer = app.consumer
         for partition in sorted(owned):
             tp = TP(topics.events, partition)
-            applied = engine.applied(partition)
-            position = max(source.positions.get(partition, -1), applied)
-            high = consumer.highwater(tp)
-            if high is None:
+            try:
+                # The broker's end offset: faust's cached highwater stops moving with its fetches.
                 high = await reader.end_offset(partition)
-            if watch.observe(partition, position, high > position + 1, time.monotonic()):
-                await unstick(tp, applied, high)
+                if _rebalancing():
+                    return
+                applied = engine.peek_applied(partition)
+                position = max(source.positions.get(partition, -1), applied)
+                if watch.observe(partition, position, high > position + 1, time.monotonic()):
+                    await unstick(tp, applied, high)
+            except Exception as exc:  # a broker blip or a rebalance under way: try again next tick
+                log.warning("%s[%d]: stall check failed: %r", tp.topic, tp.partition, exc)
+
+    def _rebalancing() -> bool:
+        return bool(getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
 
     async def unstick(tp: TP, applied: int, high: int) -> None:
         consumer: Any = app.consumer
         log.warning(
             "%s[%d]: %d records waiting and none applied for %.0f s; putting the partition back into "
-            "fetching from offset %d (faust: active=%s buffered=%s paused=%s flow_active=%s "
-            "flow_control_active=%s rebalancing=%s)",
+            "fetching from offset %d (faust: active=%s buffered=%s paused=%s flow_active=%s)",
             tp.topic,
             tp.partition,
             high - applied - 1,
@@ -286,18 +298,13 @@ def create_app(
             tp in getattr(consumer, "_buffered_partitions", ()),
             tp in getattr(consumer, "_paused_partitions", ()),
             getattr(consumer, "flow_active", None),
-            app.flow_control.is_active(),
-            getattr(app, "rebalancing", None),
         )
+        # Back into faust's fetch set (a no-op when it is there), then a seek done in faust's
+        # consumer thread, which also resets faust's read offset for the partition. Flow control
+        # is left alone: resuming it clears every agent queue.
         getattr(consumer, "_buffered_partitions", set()).discard(tp)
         consumer.resume_partitions({tp})
-        if not consumer.flow_active:
-            consumer.resume_flow()
-            app.flow_control.resume()
-        try:
-            await consumer.seek(tp, max(applied + 1, 0))
-        except Exception as exc:  # not assigned any more (a rebalance started): faust seeks itself
-            log.warning("%s[%d]: seek after a stall failed: %r", tp.topic, tp.partition, exc)
+        await consumer.seek_wait({tp: max(applied + 1, 0)})
         if sink is not None:
             sink.stalls(1)
 

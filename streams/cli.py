@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contest_telemetry.settings import KafkaSettings, TopicSettings
+from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
 from contest_telemetry.topics import ensure_topics, pipeline_topics
 from sinks.prometheus.counters import CounterSink
 from streams.exceptions import StreamsConfigError
@@ -56,7 +56,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, KafkaSettings, TopicSettin
         kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
         topics = TopicSettings(**({"partitions": args.partitions} if args.partitions else {}))
     except ValidationError as exc:
-        raise StreamsConfigError(str(exc).replace("\n", "; ")) from None
+        # settings_error_line: one line, and never the input of a cross-field check (secrets)
+        raise StreamsConfigError(settings_error_line(exc)) from None
     return worker, kafka, topics
 
 

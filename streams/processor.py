@@ -142,6 +142,15 @@ class Engine:
         """The last source offset of ``partition`` the state contains (-1: none yet)."""
         return self._part(partition).applied
 
+    def peek_applied(self, partition: int) -> int:
+        """:meth:`applied` without loading the partition into the caches (for readers outside the
+        agent, e.g. the watchdog: a read during recovery must not leave a stale cached state)."""
+        cached = self.parts.get(partition)
+        if cached is not None:
+            return cached.applied
+        data = self._get(part_key(partition))
+        return PartState.from_bytes(partition, data).applied if data else -1
+
     def _hubs_of(self, partition: int) -> Iterator[HubState]:
         if partition not in self.loaded_parts:
             for key in list(self.store.keys()):

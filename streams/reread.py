@@ -64,8 +64,13 @@ class RangeReader:
         self.timeout_s = timeout_s
         self.max_records = max_records
         self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()  # the agent and the watchdog may both ask first
 
     async def _client(self) -> AIOKafkaConsumer:
+        async with self._lock:
+            return await self._start_client()
+
+    async def _start_client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
                 **self.kafka.aiokafka_kwargs(),  # type: ignore[arg-type]
@@ -86,7 +91,7 @@ class RangeReader:
         """Yield the records of ``[first, stop)`` in offset order.
 
         Raises :class:`RereadError` when no progress is made for ``timeout_s`` (broker away):
-        the agent then stops rather than apply the record in hand over a hole.
+        the worker then stops (``app.crash``) rather than apply the record in hand over a hole.
         """
         consumer = await self._client()
         tp = TopicPartition(self.topic, partition)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,13 +29,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Runs in the broker's child process before exec: ask Linux for SIGTERM when the parent dies."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux for SIGTERM when the starting process dies (None elsewhere).
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    ``prctl`` is looked up here, before the fork: the child only calls it. The signal follows the
+    starting *thread*, so brokers are started from the main thread (tests, demo, benchmarks)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call: it will not be signalled
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:
@@ -107,7 +119,7 @@ class BrokerProcess:
             start_new_session=True,
             # ... and with the process that started them, even when it is SIGKILLed (a test run
             # killed by a timeout must not leave a broker behind holding 512 MB and a port)
-            preexec_fn=None if detach else _die_with_parent,
+            preexec_fn=None if detach else _die_with_parent(),
         )
         try:
             wait_ready(

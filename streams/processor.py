@@ -275,37 +275,27 @@ class Engine:
             eff = apply(hub, ev, t)
             idx = floor(t / size)
             if k_prev is not None and idx < k_prev:
-                late += 1
-                if eff is not no_effect:
-                    if eff.arming is not None:
-                        arming.append(eff.arming)
-                    if eff.resolution is not None:
-                        resolution.append(eff.resolution)
-                    if eff.finished:
-                        if msg == _FAILED:
-                            failed += 1
-                        if eff.participants is not None and eff.participants > 2:
-                            multi += 1
-                        if eff.capacity is not None and eff.capacity > 2:
-                            cap += 1
-                    if eff.record is not None:
-                        records.append((hub_bytes, dumps(eff.record)))
-                continue
-            if idx != last_idx:
-                agg = open_.get(idx)
-                if agg is None:
-                    agg = open_[idx] = WindowAgg(idx * size, alpha)
-                last_idx = idx
-            assert agg is not None
-            agg.events += 1
+                late += 1  # counted and recorded below, kept out of every window
+                target = None
+            else:
+                if idx != last_idx:
+                    agg = open_.get(idx)
+                    if agg is None:
+                        agg = open_[idx] = WindowAgg(idx * size, alpha)
+                    last_idx = idx
+                assert agg is not None
+                agg.events += 1
+                target = agg
             if eff is no_effect:
                 continue
             if eff.arming is not None:
                 arming.append(eff.arming)
-                agg.arming.add(eff.arming)
+                if target is not None:
+                    target.arming.add(eff.arming)
             if eff.resolution is not None:
                 resolution.append(eff.resolution)
-                agg.resolution.add(eff.resolution)
+                if target is not None:
+                    target.resolution.add(eff.resolution)
             if eff.finished:
                 if msg == _FAILED:
                     failed += 1
@@ -313,7 +303,8 @@ class Engine:
                     multi += 1
                 if eff.capacity is not None and eff.capacity > 2:
                     cap += 1
-                agg.add_contest(eff.participants, eff.capacity)
+                if target is not None:
+                    target.add_contest(eff.participants, eff.capacity)
             if eff.record is not None:
                 records.append((hub_bytes, dumps(eff.record)))
         if late:

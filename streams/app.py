@@ -201,7 +201,6 @@ def create_app(
 
     bench = _BenchProbe(settings) if settings.bench_expect_events else None
     reader = RangeReader(kafka, topics.events, timeout_s=settings.reread_timeout_s)
-    sink = counters
 
     async def apply(
         partition: int, offset: int, key: bytes | None, value: bytes | None, ts: float | None, topic: str
@@ -244,8 +243,7 @@ def create_app(
             found,
             missing,
         )
-        if sink is not None:
-            sink.reread(found, missing)
+        engine.counters.reread(found, missing)
 
     @app.agent(source_topic, name="contest-events")
     async def process(stream: faust.StreamT) -> None:
@@ -305,8 +303,7 @@ def create_app(
         getattr(consumer, "_buffered_partitions", set()).discard(tp)
         consumer.resume_partitions({tp})
         await consumer.seek_wait({tp: max(applied + 1, 0)})
-        if sink is not None:
-            sink.stalls(1)
+        engine.counters.stalls(1)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close_reader(sender: Any, *args: Any, **kwargs: Any) -> None:

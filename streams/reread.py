@@ -64,28 +64,25 @@ class RangeReader:
         self.timeout_s = timeout_s
         self.max_records = max_records
         self._consumer: AIOKafkaConsumer | None = None
-        self._lock = asyncio.Lock()  # the agent and the watchdog may both ask first
+        self._lock = asyncio.Lock()
 
     async def _client(self) -> AIOKafkaConsumer:
-        async with self._lock:
-            return await self._start_client()
-
-    async def _start_client(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                **self.kafka.aiokafka_kwargs(),  # type: ignore[arg-type]
-                client_id=f"{self.kafka.client_id}-reread",
-                group_id=None,
-                enable_auto_commit=False,
-                # Offsets below the log start (retention) restart at the first record kept.
-                auto_offset_reset="earliest",
-                # What faust's own consumer sees (it reads uncommitted too).
-                isolation_level="read_uncommitted",
-                fetch_max_wait_ms=100,
-            )
-            await consumer.start()
-            self._consumer = consumer
-        return self._consumer
+        async with self._lock:  # the agent and the watchdog may both ask first
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(
+                    **self.kafka.aiokafka_kwargs(),  # type: ignore[arg-type]
+                    client_id=f"{self.kafka.client_id}-reread",
+                    group_id=None,
+                    enable_auto_commit=False,
+                    # Offsets below the log start (retention) restart at the first record kept.
+                    auto_offset_reset="earliest",
+                    # What faust's own consumer sees (it reads uncommitted too).
+                    isolation_level="read_uncommitted",
+                    fetch_max_wait_ms=100,
+                )
+                await consumer.start()
+                self._consumer = consumer
+            return self._consumer
 
     async def read(self, partition: int, first: int, stop: int) -> AsyncIterator[ConsumerRecord]:
         """Yield the records of ``[first, stop)`` in offset order.

@@ -25,6 +25,7 @@ import pytest
 from contest_telemetry.broker import ApacheKafkaBroker, BrokerProcess, TansuBroker, probe_idempotence
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from contest_telemetry.topics import TopicSpec, ensure_topics, pipeline_topics
+from tests.helpers.kafka import unique_topics
 
 
 def run_sync(coro: Any) -> Any:
@@ -129,13 +130,7 @@ def kafka_settings(kafka_broker: KafkaTarget) -> KafkaSettings:
 @pytest.fixture
 def topic_settings(kafka_settings: KafkaSettings, unique: str) -> TopicSettings:
     """The pipeline's topics under uuid names, created on the broker."""
-    settings = TopicSettings(
-        events=f"contest.events.{unique}",
-        dlq=f"contest.events.dlq.{unique}",
-        records=f"contest.records.{unique}",
-        windows=f"contest.windows.{unique}",
-        partitions=2,
-    )
+    settings = unique_topics(unique)
     run_sync(ensure_topics(kafka_settings, pipeline_topics(settings)))
     return settings
 

@@ -1,4 +1,4 @@
-"""Read a topic back in tests (a real consumer against the session broker)."""
+"""Kafka helpers for tests: per-test topic names, reading a topic back (a real consumer)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-__all__ = ["consume", "consume_values"]
+from contest_telemetry.settings import TopicSettings
+
+__all__ = ["consume", "consume_values", "unique_topics"]
+
+
+def unique_topics(unique: str, partitions: int = 2) -> TopicSettings:
+    """The pipeline's topic names with a per-test suffix (create them with ``ensure_topics``)."""
+    return TopicSettings(
+        events=f"contest.events.{unique}",
+        dlq=f"contest.events.dlq.{unique}",
+        records=f"contest.records.{unique}",
+        windows=f"contest.windows.{unique}",
+        partitions=partitions,
+    )
 
 
 async def consume(

@@ -13,8 +13,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from contest_telemetry.settings import KafkaSettings, TopicSettings
+from contest_telemetry.settings import KafkaSettings
 from contest_telemetry.topics import ensure_topics, pipeline_topics
+from tests.helpers.kafka import unique_topics
 from tests.helpers.streams_reference import check_all, make_events, reference_windows
 from tests.helpers.streams_worker import WorkerProcess, collect
 from tests.streams.engine_harness import envelopes
@@ -77,13 +78,7 @@ def test_worker_processes_over_sasl(
     sasl_broker: object, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kafka = _sasl(sasl_broker)
-    topics = TopicSettings(
-        events=f"contest.events.{unique}",
-        dlq=f"contest.events.dlq.{unique}",
-        records=f"contest.records.{unique}",
-        windows=f"contest.windows.{unique}",
-        partitions=2,
-    )
+    topics = unique_topics(unique)
     asyncio.run(ensure_topics(kafka, pipeline_topics(topics)))
     events = make_events(hubs=3, contests_per_hub=60, span_ms=200_000, seed=3)
     ref = reference_windows(events)

@@ -112,6 +112,10 @@ class TopicSettings(BaseSettings):
         default="contest.records", description="One record per finished contest, with its joined lifecycle."
     )
     windows: str = Field(default="contest.windows", description="One final result per closed window and hub.")
+    ingested: str = Field(
+        default="contest.events.ingested",
+        description="Internal: validated events packed per hub by the ingest stage, read by the worker.",
+    )
     partitions: int = Field(default=4, ge=1, description="Partitions of contest.events (and its outputs).")
     replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics this project creates."

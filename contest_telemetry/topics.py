@@ -33,6 +33,8 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec(topics.dlq, n, rf, {"retention.ms": str(4 * _WEEK_MS)}),
         TopicSpec(topics.records, n, rf),
         TopicSpec(topics.windows, n, rf),
+        # Same count as the input: a hub keyed by hubId lands on the same partition number.
+        TopicSpec(topics.ingested, n, rf),
     ]
 
 

@@ -121,6 +121,11 @@ class TopicSettings(BaseSettings):
         default=1, ge=1, description="Replication factor of topics this project creates."
     )
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment of a child process (``CT_TOPIC_EVENTS``, ...)."""
+        prefix = str(self.model_config.get("env_prefix", ""))
+        return {f"{prefix}{name.upper()}": str(getattr(self, name)) for name in type(self).model_fields}
+
 
 def settings_error_line(exc: ValidationError) -> str:
     """One line naming the environment variable (or flag) that is wrong and why.

@@ -148,8 +148,10 @@ def create_app(
         broker_credentials=kafka.faust_credentials(),
         stream_buffer_maxsize=1024,
     )
+    # The ingest stage's packed records (streams/ingested.py), or contest.events record by record.
+    source_name = topics.ingested if settings.source == "ingested" else topics.events
     source_topic = app.topic(
-        topics.events,
+        source_name,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -162,8 +164,8 @@ def create_app(
         partitions=topics.partitions,
         recovery_buffer_size=10_000,
     )
-    engine = Engine(settings, table, counters, topics.events)
-    source = WorkerSource(app, engine, topics.events)
+    engine = Engine(settings, table, counters, source_name)
+    source = WorkerSource(app, engine, source_name)
     app.engine = engine  # type: ignore[attr-defined]
     app.source = source  # type: ignore[attr-defined]
     timeout = settings.window_send_timeout_s
@@ -200,7 +202,7 @@ def create_app(
             await kafka_producer.send(topic, value, key=key, partition=partition)
 
     bench = _BenchProbe(settings) if settings.bench_expect_events else None
-    reader = RangeReader(kafka, topics.events, timeout_s=settings.reread_timeout_s)
+    reader = RangeReader(kafka, source_name, timeout_s=settings.reread_timeout_s)
 
     async def apply(
         partition: int, offset: int, key: bytes | None, value: bytes | None, ts: float | None, topic: str
@@ -214,7 +216,10 @@ def create_app(
             futures = [await send(topics.windows, wkey, wvalue) for wkey, wvalue in out.windows]
             await asyncio.wait_for(asyncio.gather(*futures), timeout)
         for tkey, tvalue in out.writes:
-            table[tkey] = tvalue
+            if tvalue is not None:
+                table[tkey] = tvalue
+            elif tkey in table:
+                del table[tkey]  # a tombstone in the changelog: compaction drops the key
         source.positions[partition] = offset
         if bench is not None:
             bench.add(out.events)
@@ -266,7 +271,7 @@ def create_app(
         owned = source.assigned() or set()
         watch.forget(owned)
         for partition in sorted(owned):
-            tp = TP(topics.events, partition)
+            tp = TP(source_name, partition)
             try:
                 # The broker's end offset: faust's cached highwater stops moving with its fetches.
                 high = await reader.end_offset(partition)

@@ -226,11 +226,7 @@ def _worker_env(bootstrap: str, topics: TopicSettings, tmp: Path, tag: str, **wo
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "CT_TOPIC_EVENTS": topics.events,
-        "CT_TOPIC_DLQ": topics.dlq,
-        "CT_TOPIC_RECORDS": topics.records,
-        "CT_TOPIC_WINDOWS": topics.windows,
-        "CT_TOPIC_PARTITIONS": str(topics.partitions),
+        **topics.as_env(),
         "CT_WORKER_APP_ID": f"bench-{tag}",
         "CT_WORKER_DATA_DIR": str(tmp / f"data-{tag}"),
         # The worker serves an exporter: a free port, so a benchmark never clashes with another worker.

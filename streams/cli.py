@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +25,9 @@ from contest_telemetry.topics import ensure_topics, pipeline_topics
 from sinks.prometheus.counters import CounterSink
 from streams.exceptions import StreamsConfigError
 
-__all__ = ["add_parser", "main", "run", "run_worker"]
+__all__ = ["IngestChild", "add_parser", "main", "run", "run_worker"]
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -61,6 +69,62 @@ def _settings(args: argparse.Namespace) -> tuple[Any, KafkaSettings, TopicSettin
     return worker, kafka, topics
 
 
+class IngestChild:
+    """The ingest stage as a child of the worker (``CT_WORKER_INGEST=child``): one command serves
+    a small deployment. The child gets the worker's environment (so the same KAFKA_* and
+    CT_TOPIC_* settings), dies with the worker (PR_SET_PDEATHSIG, also on SIGKILL) and is started
+    again after a second when it exits while the worker runs; a larger deployment runs
+    ``contest-telemetry ingest`` on its own and the workers with ``CT_WORKER_INGEST=none``."""
+
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings) -> None:
+        # The worker's flags override its environment: hand them on.
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "CT_TOPIC_PARTITIONS": str(topics.partitions),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="ingest-child", daemon=True)
+
+    def start(self) -> IngestChild:
+        self._spawn()
+        self._thread.start()
+        return self
+
+    def _spawn(self) -> None:
+        from contest_telemetry.broker.process import die_with_parent
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "ingest"],
+            env=self.env,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - prctl only, resolved before the fork
+        )
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            proc = self.proc
+            if proc is not None and proc.poll() is not None and not self._stop.is_set():
+                self.restarts += 1
+                log.error("ingest stage exited with %s; starting it again", proc.returncode)
+                time.sleep(1.0)
+                if not self._stop.is_set():
+                    self._spawn()
+            self._stop.wait(0.5)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
 def run_worker(
     settings: Any,
     kafka: KafkaSettings,
@@ -87,10 +151,16 @@ def run_worker(
     # ``_setup_spinner_handler``), so every ``log.debug`` in aiokafka (one per message sent)
     # built a LogRecord: ~20% of the worker's time. Without it the root level is ``loglevel``.
     worker.spinner = None
+    child = None
+    if settings.source == "ingested" and settings.ingest == "child":
+        child = IngestChild(kafka, topics).start()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        if child is not None:
+            child.stop()
     return 0
 
 
@@ -131,5 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     from streams import bench
 
     bench.add_parser(sub)
+    from streams import ingest_cli
+
+    ingest_cli.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -41,6 +41,12 @@ class NullCounters:
     def stalls(self, n: int = 1) -> None:
         pass
 
+    def state_bound(self, bound: str, n: int = 1) -> None:
+        pass
+
+    def state_writes(self, values: int, nbytes: int) -> None:
+        pass
+
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
         pass
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
+from contest_telemetry.schema.exceptions import SchemaError
 
-__all__ = ["RereadError", "SketchError", "StateError", "StreamsConfigError", "StreamsError"]
+__all__ = [
+    "IngestedRecordError",
+    "RereadError", "SketchError", "StateError", "StreamsConfigError", "StreamsError"]
 
 
 class StreamsError(ContestTelemetryError):
@@ -36,3 +39,9 @@ class RereadError(StreamsError):
             f"could not re-read {topic}[{partition}] offsets {first}..{stop - 1}: "
             f"no progress past offset {position}"
         )
+
+
+class IngestedRecordError(SchemaError):
+    """A record on the ingest stage's internal topic that is not what the stage writes."""
+
+    reason = "processing"

@@ -10,10 +10,20 @@ packs the good ones of one poll into one record per (hub, source partition), key
      "times": [1764..., ...],            # each event's event time, ms (its timestamp, else the record's)
      "events": [{...}, ...],             # normalised events (streams.fastdecode.normalise)
      "deadLetters": {"validation": 2},   # optional: dead letters ingest sent since its last record
-     "publisherDropped": 0}              # optional: what the hub's publisher reported dropping
+     "publisherDropped": 0,              # optional: what the hub's publisher reported dropping
+     "wm": 1764...}                      # on the last record of a poll for its worker partition only
 
 A source record's events are never split over two ingested records, and the offsets of one
-ingested record are in source order. The worker deduplicates per hub by (source partition,
+ingested record are in source order.
+
+Event time. Packing a poll by hub reorders events of different hubs inside the poll, so the
+worker must not move its watermark with each record (a hub's batch would close the windows of the
+hubs whose batches come after it). The stage sends each record to the worker partition the
+default partitioner gives its key, and puts ``wm``, the largest event time of the poll's events
+for that partition, on the poll's last record for it: the worker advances its watermark (and
+closes windows) only there. Within a poll, lateness is judged against the watermark of the polls
+before it; a poll's events out of order by more than the grace are therefore windowed where the
+record-by-record path would count them late (both agree on data in order). The worker deduplicates per hub by (source partition,
 source offset): an ingest stage that crashed and sends a poll again (at-least-once) changes
 nothing downstream. The faust per-message cost is paid once per ingested record, not per event.
 """
@@ -40,6 +50,7 @@ class IngestedBatch:
     events: list[dict[str, Any]]
     dead_letters: dict[str, int] = field(default_factory=dict)
     publisher_dropped: int = 0
+    wm: float | None = None
 
 
 def encode_ingested(batch: IngestedBatch) -> bytes:
@@ -56,6 +67,8 @@ def encode_ingested(batch: IngestedBatch) -> bytes:
         doc["deadLetters"] = batch.dead_letters
     if batch.publisher_dropped:
         doc["publisherDropped"] = batch.publisher_dropped
+    if batch.wm is not None:
+        doc["wm"] = batch.wm
     return orjson.dumps(doc)
 
 
@@ -78,4 +91,7 @@ def parse_ingested(obj: Any) -> IngestedBatch | None:
         raise ValueError("ingested record whose offsets, times and events differ in length")
     dead = obj.get("deadLetters") or {}
     dropped = obj.get("publisherDropped") or 0
-    return IngestedBatch(hub, partition, offsets, times, events, dict(dead), int(dropped))
+    wm = obj.get("wm")
+    if wm is not None and not isinstance(wm, int | float):
+        raise ValueError("ingested record whose wm is not a number")
+    return IngestedBatch(hub, partition, offsets, times, events, dict(dead), int(dropped), wm)

@@ -21,13 +21,14 @@ from typing import Any
 from contest_telemetry.schema import arming_duration_ms, resolution_durations
 from streams.records import build_record
 
-__all__ = ["NO_EFFECT", "Effect", "Lifecycle"]
+__all__ = ["NO_EFFECT", "Effect", "Lifecycle", "dropped_record"]
 
 _P = "telemetry.contest."
 ARMED, LAUNCHED, STARTED, FAILED, RESOLVED, EXPIRED = (
     _P + m for m in ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
 )
 _SEP = "\x1f"
+_A, _C = "a" + _SEP, "c" + _SEP  # ident prefixes: armed entry, launched contest
 # What a lifecycle entry takes from an event, in this order (a later number replaces an earlier).
 _TAKEN = (
     "createdAt",
@@ -65,26 +66,53 @@ def _set(target: dict[str, Any], name: str, value: Any) -> None:
 
 class Lifecycle:
     """Events are dicts as :func:`streams.fastdecode.decode_events` gives them: every field of the
-    event's class under its wire name (absent fields of other classes read as None)."""
+    event's class under its wire name (absent fields of other classes read as None).
 
-    __slots__ = ("armed", "contests")
+    Entries are addressed by an *ident*: ``a<SEP><roomId><SEP><contestKey>`` for armed entries,
+    ``c<SEP><contestId>`` for launched contests (:func:`ident_armed`, :func:`ident_contest`). Every
+    ident an event creates, changes or removes is added to :attr:`touched`, so the state layer
+    writes each changed entry once per record (or deletes it). At most ``max_open`` entries are
+    kept: adding one more expires the oldest (by creation) into :attr:`evicted`."""
 
-    def __init__(self) -> None:
+    __slots__ = ("armed", "contests", "evicted", "max_open", "touched")
+
+    def __init__(self, max_open: int = 100_000) -> None:
         self.armed: dict[str, dict[str, Any]] = {}
         self.contests: dict[str, dict[str, Any]] = {}
+        self.touched: set[str] = set()
+        self.evicted: list[tuple[str, dict[str, Any]]] = []
+        self.max_open = max_open
 
     def __len__(self) -> int:
         return len(self.armed) + len(self.contests)
 
-    # -- state ---------------------------------------------------------------------------------
-    def to_state(self) -> list[Any]:
-        return [self.armed, self.contests]
+    # -- entries by ident ------------------------------------------------------------------------
+    def get(self, ident: str) -> dict[str, Any] | None:
+        table = self.armed if ident[0] == "a" else self.contests
+        return table.get(ident[2:])
 
-    @classmethod
-    def from_state(cls, data: list[Any]) -> Lifecycle:
-        out = cls()
-        out.armed, out.contests = data[0], data[1]
-        return out
+    def put(self, ident: str, entry: dict[str, Any]) -> None:
+        """Load an entry from state (no bound, not touched)."""
+        (self.armed if ident[0] == "a" else self.contests)[ident[2:]] = entry
+
+    def items(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(_A + k, v) for k, v in self.armed.items()] + [(_C + k, v) for k, v in self.contests.items()]
+
+    def _admit(self) -> None:
+        """Make room for one more entry (called before an insert)."""
+        while len(self) >= self.max_open:
+            oldest_a = next(iter(self.armed.items()), None)
+            oldest_c = next(iter(self.contests.items()), None)
+            if oldest_c is None or (oldest_a is not None and oldest_a[1].get("seen", 0) <= oldest_c[1].get("seen", 0)):
+                assert oldest_a is not None
+                del self.armed[oldest_a[0]]
+                ident = _A + oldest_a[0]
+                self.evicted.append((ident, oldest_a[1]))
+            else:
+                del self.contests[oldest_c[0]]
+                ident = _C + oldest_c[0]
+                self.evicted.append((ident, oldest_c[1]))
+            self.touched.discard(ident)
 
     # -- events --------------------------------------------------------------------------------
     def apply(self, hub: str, ev: dict[str, Any], t: float) -> Effect:
@@ -92,15 +120,22 @@ class Lifecycle:
         room = ev["roomId"]
         contest_key = ev["contestKey"]
         key = f"{room}{_SEP}{contest_key}"
+        touched = self.touched
         if msg == ARMED:
             entry = self.armed.get(key)
             if entry is None:
+                self._admit()
                 entry = self.armed[key] = {"roomId": room, "contestKey": contest_key}
             _take(entry, ev)
             entry["seen"] = t
+            touched.add(_A + key)
             return NO_EFFECT
         if msg == EXPIRED:
-            entry = self.armed.pop(key) if key in self.armed else {"roomId": room, "contestKey": contest_key}
+            if key in self.armed:
+                entry = self.armed.pop(key)
+                touched.add(_A + key)
+            else:
+                entry = {"roomId": room, "contestKey": contest_key}
             _take(entry, ev)
             expired_at = ev["expiredAt"]
             fields = {"expiredAt": expired_at, "armingDurationMs": ev.get("armingDurationMs")}
@@ -111,10 +146,15 @@ class Lifecycle:
         contest = self.contests.get(contest_id)
         if contest is None:
             armed = self.armed.pop(key, None)
+            if armed is not None:
+                touched.add(_A + key)
             contest = armed if armed is not None else {"roomId": room, "contestKey": contest_key}
             contest["contestId"] = contest_id
             if msg != FAILED and msg != RESOLVED:
+                if armed is None:
+                    self._admit()
                 self.contests[contest_id] = contest
+        touched.add(_C + contest_id)
         contest["seen"] = t
         _take(contest, ev)
         if msg == LAUNCHED:
@@ -180,27 +220,29 @@ class Lifecycle:
         )
 
     # -- TTL -----------------------------------------------------------------------------------
-    def expire(self, hub: str, before_ms: float) -> list[dict[str, Any]]:
-        """Drop entries last seen before ``before_ms`` (event time); return their ttl records."""
-        out: list[dict[str, Any]] = []
-        for table in (self.armed, self.contests):
+    def expire(self, hub: str, before_ms: float) -> list[tuple[str, dict[str, Any]]]:
+        """Drop entries last seen before ``before_ms`` (event time); return ``(ident, record)`` of
+        each, its ``lifecycle: "ttl"`` record."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for prefix, table in ((_A, self.armed), (_C, self.contests)):
             stale = [k for k, v in table.items() if v.get("seen", 0) < before_ms]
             for k in stale:
-                entry = table.pop(k)
-                seen = entry.get("seen", 0)
-                out.append(
-                    build_record(
-                        message=EXPIRED,
-                        lifecycle="ttl",
-                        hub=hub,
-                        contest=entry,
-                        timestamp=_iso(seen),
-                        level="info",
-                        event_id=None,
-                        fields={},
-                    )
-                )
+                out.append((prefix + k, dropped_record(hub, table.pop(k), "ttl")))
         return out
+
+
+def dropped_record(hub: str, entry: dict[str, Any], lifecycle: str) -> dict[str, Any]:
+    """The ``contest.records`` value of an entry dropped without finishing (ttl, overflow)."""
+    return build_record(
+        message=EXPIRED,
+        lifecycle=lifecycle,
+        hub=hub,
+        contest=entry,
+        timestamp=_iso(entry.get("seen", 0)),
+        level="info",
+        event_id=None,
+        fields={},
+    )
 
 
 def _taken(message: str) -> tuple[str, ...]:

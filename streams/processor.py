@@ -1,32 +1,40 @@
-"""The stream processor's logic, free of Kafka: one call per Kafka record of ``contest.events``.
+"""The stream processor's logic, free of Kafka: one call per Kafka record the worker reads.
 
-:meth:`Engine.process` decodes the record (a single event or an envelope), applies its valid
-events to the lifecycle join and the window aggregates of their hub, advances the partition's
-event-time watermark, closes the windows it passed (for every hub of the partition), expires
-stale lifecycles and returns what to send (dead letters, contest records, window results) and
-what to write to the state table, in order. The faust agent (``streams/app.py``) sends the
+A record is an ingested batch (:mod:`streams.ingested`: validated events of one hub, packed by the
+ingest stage) or, on the reference path (``CT_WORKER_SOURCE=events``), a record of
+``contest.events`` itself (a single event or an envelope, decoded and validated here).
+:meth:`Engine.process` applies the events to the lifecycle join and the window aggregates of
+their hub, advances the partition's event-time watermark, closes the windows it passed (for every
+hub of the partition), expires stale lifecycles and returns what to send (dead letters, contest
+records, window results) and what to write to the state table, in order (see streams/state.py for
+the layout and why that order survives a crash). The faust agent (``streams/app.py``) sends the
 outputs, waits for the window results to be acknowledged, then writes the table values.
 
-Per record, each touched table key is written once: the framework cost is paid per Kafka record,
-not per event, and the publisher batches a hub's events into envelopes.
+Per record, each touched table key is written once, and only the keys the record touched: the
+framework cost is paid per Kafka record, not per event, and state bytes per event do not grow
+with the number of open contests.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import orjson
 
+from contest_telemetry.schema import InvalidEvent
 from contest_telemetry.schema.events import short_type
 from sinks.prometheus.counters import CounterSink
 from sinks.prometheus.source import HubWindowView, PipelineSnapshot
 from streams.counters import NullCounters
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
+from streams.exceptions import IngestedRecordError
 from streams.fastdecode import decode_events
-from streams.lifecycle import NO_EFFECT
+from streams.ingested import INGESTED_MESSAGE, parse_ingested
+from streams.lifecycle import NO_EFFECT, dropped_record
 from streams.settings import WorkerSettings
 from streams.state import (
     HubState,
@@ -34,22 +42,34 @@ from streams.state import (
     all_key,
     append_lines,
     closed_key,
+    encode_entry,
+    encode_window,
+    entry_key,
     hub_key,
+    load_hubs,
     part_key,
     split_lines,
+    window_key,
 )
 from streams.state import as_bytes as _as_bytes
 from streams.windows import WindowAgg, closed_index
 
 __all__ = ["ALL_HUB", "Engine", "Outputs", "Store"]
 
+log = logging.getLogger(__name__)
+
 ALL_HUB = "_all"
 _FAILED = "telemetry.contest.workflowFailed"
+_INGESTED_PREFIX = b'{"message":"' + INGESTED_MESSAGE.encode() + b'"'
+
+# One hub's events of one record: (source partition, events, event times, source offsets).
+_Group = tuple[int, list[dict[str, Any]], list[float], list[int]]
 
 
 class Store(Protocol):
-    def get(self, key: str) -> bytes | None: ...
+    def get(self, key: str) -> Any: ...
     def keys(self) -> Iterable[str]: ...
+    def items(self) -> Iterable[tuple[str, Any]]: ...
 
 
 @dataclass
@@ -57,7 +77,7 @@ class Outputs:
     dlq: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
     records: list[tuple[bytes, bytes]] = field(default_factory=list)
     windows: list[tuple[bytes, bytes]] = field(default_factory=list)
-    writes: list[tuple[str, bytes]] = field(default_factory=list)
+    writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # None: delete the key
     events: int = 0
     skipped: bool = False
     newest_event_ms: float | None = None
@@ -65,6 +85,16 @@ class Outputs:
 
 def _contains_window(lines: bytes | None, window_id: str) -> bool:
     return bool(lines) and (b'"windowId":' + orjson.dumps(window_id)) in lines  # type: ignore[operator]
+
+
+class _Touched:
+    """What one record changed for one hub: window indexes, and keys to delete at once."""
+
+    __slots__ = ("deletes", "windows")
+
+    def __init__(self) -> None:
+        self.windows: set[int] = set()
+        self.deletes: list[str] = []
 
 
 class Engine:
@@ -82,11 +112,15 @@ class Engine:
         self.size = settings.window_ms
         self.grace = settings.grace_ms
         self.alpha = settings.alpha
+        self.max_buckets = settings.sketch_max_buckets
+        self.max_open = settings.max_open_contests
+        self.max_value = settings.max_state_value_bytes
+        self.idle_windows = settings.idle_hub_windows or settings.retained_windows
         self.hubs: dict[str, HubState] = {}
         self.parts: dict[int, PartState] = {}
-        self.loaded_parts: set[int] = set()
+        self.loaded = False
         # Read by snapshot() (possibly from the exporter's thread): values are replaced, never mutated.
-        self.recent: dict[str, tuple[int, tuple[WindowAgg, ...]]] = {}
+        self.recent: dict[str, tuple[int | None, tuple[WindowAgg, ...]]] = {}
         self.all_recent: dict[int, tuple[WindowAgg, ...]] = {}
         self._view_cache: dict[str, tuple[int, HubWindowView, HubWindowView]] = {}
         self.newest_event_ms: float | None = None
@@ -94,12 +128,15 @@ class Engine:
     def _get(self, key: str) -> bytes | None:
         return _as_bytes(self.store.get(key))
 
+    def _agg(self, start: int) -> WindowAgg:
+        return WindowAgg(start, self.alpha, self.max_buckets)
+
     # -- caches --------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget decoded state (after a rebalance the table is the truth)."""
         self.hubs = {}
         self.parts = {}
-        self.loaded_parts = set()
+        self.loaded = False
         self.recent = {}
         self.all_recent = {}
         self._view_cache = {}
@@ -108,23 +145,20 @@ class Engine:
         lines = split_lines(data)[-self.settings.rolling_windows :]
         return tuple(WindowAgg.from_result(orjson.loads(line)) for line in lines)
 
-    def _load_hub(self, hub: str) -> HubState | None:
-        data = self._get(hub_key(hub))
-        if data is None:
-            return None
-        hs = HubState.from_bytes(data)
-        self.hubs[hub] = hs
-        closed = self._get(closed_key(hub))
-        if closed:
-            self.recent[hub] = (hs.part, self._recent_from_lines(closed))
-        return hs
+    def _load(self) -> None:
+        """Decode every hub of the table once (after a start or a rebalance): one pass over the
+        keys, so a hub's entries and windows never need a lookup per key."""
+        self.hubs = load_hubs(list(self.store.items()), self.max_open)
+        for hub, hs in self.hubs.items():
+            closed = self._get(closed_key(hub))
+            if closed:
+                self.recent[hub] = (hs.part, self._recent_from_lines(closed))
+        self.loaded = True
 
     def _hub(self, hub: str, partition: int) -> HubState:
         hs = self.hubs.get(hub)
         if hs is None:
-            hs = self._load_hub(hub)
-            if hs is None:
-                hs = self.hubs[hub] = HubState(hub, partition)
+            hs = self.hubs[hub] = HubState(hub, partition, self.max_open)
         return hs
 
     def _part(self, partition: int) -> PartState:
@@ -151,15 +185,105 @@ class Engine:
         data = self._get(part_key(partition))
         return PartState.from_bytes(partition, data).applied if data else -1
 
-    def _hubs_of(self, partition: int) -> Iterator[HubState]:
-        if partition not in self.loaded_parts:
-            for key in list(self.store.keys()):
-                if isinstance(key, str) and key.startswith("h:") and key[2:] not in self.hubs:
-                    self._load_hub(key[2:])
-            self.loaded_parts.add(partition)
-        return (hs for hs in list(self.hubs.values()) if hs.part == partition)
+    def _hubs_of(self, partition: int) -> list[HubState]:
+        return [hs for hs in self.hubs.values() if hs.part == partition]
 
     # -- one Kafka record ----------------------------------------------------------------------
+    def _dead_letter(
+        self,
+        out: Outputs,
+        invalid: list[InvalidEvent],
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        envelope: bool,
+    ) -> None:
+        reasons: dict[str, int] = {}
+        for bad in invalid:
+            dv = dlq_value(
+                bad,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                key=key,
+                original=value,
+                envelope=envelope,
+            )
+            reasons[dv["reason"]] = reasons.get(dv["reason"], 0) + 1
+            out.dlq.append((key, encode_dlq(dv), dlq_headers(dv)))
+        for reason, n in reasons.items():
+            self.counters.invalid(reason, n)
+
+    def _decode(
+        self,
+        out: Outputs,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: float | None,
+        topic: str,
+        fresh: bool,
+    ) -> tuple[dict[str, _Group], float | None]:
+        """The record's events grouped by hub, in order, and the event time it moves the watermark
+        to (an ingested record: its ``wm``, see streams/ingested.py); its dead letters and counts
+        when fresh."""
+        groups: dict[str, _Group] = {}
+        if value is not None and value.startswith(_INGESTED_PREFIX):
+            try:
+                batch = parse_ingested(orjson.loads(value))
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                if fresh:
+                    bad = InvalidEvent(IngestedRecordError(f"malformed ingested record: {exc}"))
+                    self._dead_letter(
+                        out, [bad], topic=topic, partition=partition, offset=offset, key=key, value=value, envelope=False
+                    )
+                return groups, None
+            assert batch is not None
+            if fresh:
+                for reason, n in batch.dead_letters.items():
+                    self.counters.invalid(reason, n)
+                if batch.publisher_dropped:
+                    self.counters.publisher_dropped(batch.hub, batch.publisher_dropped)
+            if batch.events:
+                groups[batch.hub] = (batch.partition, batch.events, batch.times, batch.offsets)
+            return groups, batch.wm
+        decoded = decode_events(value)
+        if fresh and decoded.invalid:
+            self._dead_letter(
+                out,
+                decoded.invalid,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                key=key,
+                value=value,
+                envelope=decoded.envelope,
+            )
+        fallback = float(timestamp_ms) if timestamp_ms is not None else 0.0
+        times = cast(list[float], decoded.times)
+        if None in times:
+            times = [fallback if t is None else t for t in times]
+        events = decoded.events
+        if events and all(ev["hubId"] == events[0]["hubId"] for ev in events):
+            groups[events[0]["hubId"]] = (partition, events, times, [offset] * len(events))  # an envelope
+        else:
+            for ev, t in zip(events, times, strict=True):
+                group = groups.get(ev["hubId"])
+                if group is None:
+                    groups[ev["hubId"]] = (partition, [ev], [t], [offset])
+                else:
+                    group[1].append(ev)
+                    group[2].append(t)
+                    group[3].append(offset)
+        if decoded.publisher_dropped and fresh and groups:
+            self.counters.publisher_dropped(next(iter(groups)), decoded.publisher_dropped)
+        t_max = max((t for g in groups.values() for t in g[2]), default=None)
+        return groups, t_max
+
     def process(
         self,
         partition: int,
@@ -170,122 +294,170 @@ class Engine:
         topic: str | None = None,
     ) -> Outputs:
         out = Outputs()
+        if not self.loaded:
+            self._load()
         part = self._part(partition)
         fresh = offset > part.applied
-        decoded = decode_events(value)
-        if fresh and decoded.invalid:
-            reasons: dict[str, int] = {}
-            for invalid in decoded.invalid:
-                dv = dlq_value(
-                    invalid,
-                    topic=topic or self.source_topic,
-                    partition=partition,
-                    offset=offset,
-                    key=key,
-                    original=value,
-                    envelope=decoded.envelope,
-                )
-                reasons[dv["reason"]] = reasons.get(dv["reason"], 0) + 1
-                out.dlq.append((key, encode_dlq(dv), dlq_headers(dv)))
-            for reason, n in reasons.items():
-                self.counters.invalid(reason, n)
-        if not decoded.events and not fresh:
+        groups, max_t = self._decode(
+            out, partition, offset, key, value, timestamp_ms, topic or self.source_topic, fresh
+        )
+        if not groups and not fresh:
             out.skipped = True
             return out
         k_prev, wm_prev = part.closed_k, part.watermark
-        groups: dict[str, tuple[list[dict[str, Any]], list[float]]] = {}
-        fallback = float(timestamp_ms) if timestamp_ms is not None else 0.0
-        times = cast(list[float], decoded.times)
-        if None in times:
-            times = [fallback if t is None else t for t in times]
-        max_t: float | None = max(times) if times else None
-        events = decoded.events
-        if events and all(ev["hubId"] == events[0]["hubId"] for ev in events):
-            groups[events[0]["hubId"]] = (events, times)  # one hub (an envelope)
-        else:
-            for ev, t in zip(events, times, strict=True):
-                hub_id = ev["hubId"]
-                group = groups.get(hub_id)
-                if group is None:
-                    groups[hub_id] = ([ev], [t])
-                else:
-                    group[0].append(ev)
-                    group[1].append(t)
         dirty: dict[str, HubState] = {}
-        for hub, (events, times) in groups.items():
+        touched: dict[str, _Touched] = {}
+        for hub, (source, events, times, offsets) in groups.items():
             hs = self._hub(hub, partition)
-            if offset <= hs.applied.get(partition, -1):
+            done = hs.applied.get(source, -1)
+            if offsets[-1] <= done:
                 continue
-            self._apply(hs, events, times, partition, offset, k_prev, wm_prev, out)
+            tch = touched[hub] = _Touched()
+            self._apply(hs, source, done, events, times, offsets, partition, k_prev, wm_prev, out, tch)
             dirty[hub] = hs
-        if decoded.publisher_dropped and fresh and groups:
-            self.counters.publisher_dropped(next(iter(groups)), decoded.publisher_dropped)
-        closed_writes: list[tuple[str, bytes]] = []
+        closed_writes: list[tuple[str, bytes | None]] = []
+        evictions: list[tuple[str, bytes | None]] = []
         if fresh:
             if max_t is not None and (part.watermark is None or max_t > part.watermark):
                 part.watermark = max_t
             part.applied = offset
             k_new = closed_index(part.watermark, self.size, self.grace)
             if k_new is not None and (k_prev is None or k_new > k_prev):
-                closed_writes = self._sweep(part, k_prev, k_new, out, dirty)
+                closed_writes, evictions = self._sweep(part, k_prev, k_new, out, dirty, touched)
                 part.closed_k = k_new
         else:
             out.skipped = not dirty
-        if max_t is not None:
-            out.newest_event_ms = max_t
-            if self.newest_event_ms is None or max_t > self.newest_event_ms:
-                self.newest_event_ms = max_t
-        # Order matters (see streams/state.py): retained windows, hubs, _all partials, partition.
-        out.writes.extend(w for w in closed_writes if w[0].startswith("c:"))
-        out.writes.extend((hub_key(h), hs.to_bytes()) for h, hs in dirty.items())
-        out.writes.extend(w for w in closed_writes if w[0].startswith("a:"))
+        newest = max((max(g[2]) for g in groups.values()), default=None)
+        if newest is not None:
+            out.newest_event_ms = newest
+            if self.newest_event_ms is None or newest > self.newest_event_ms:
+                self.newest_event_ms = newest
+        # Order matters (see streams/state.py).
+        writes = out.writes
+        for hs in dirty.values():
+            writes.extend((k, None) for k in hs.pend)
+            hs.pend = []
+        writes.extend(w for w in closed_writes if w[0].startswith("c:"))
+        for hub, hs in dirty.items():
+            self._hub_writes(hs, touched.get(hub) or _Touched(), writes, out)
+        writes.extend(evictions)
+        writes.extend(w for w in closed_writes if w[0].startswith("a:"))
         if fresh:
-            out.writes.append((part_key(partition), part.to_bytes()))
+            writes.append((part_key(partition), part.to_bytes()))
+        self.counters.state_writes(len(writes), sum(len(v) for _, v in writes if v is not None))
         return out
+
+    def _hub_writes(
+        self, hs: HubState, tch: _Touched, writes: list[tuple[str, bytes | None]], out: Outputs
+    ) -> None:
+        """The hub's touched windows and entries, its immediate deletions, then its ``h:``."""
+        hub = hs.hub
+        for idx in sorted(tch.windows):
+            agg = hs.open.get(idx)
+            if agg is not None:
+                writes.append((window_key(hub, idx), encode_window(hub, idx, agg, hs.wapplied.get(idx, {}))))
+                hs.wstored.add(idx)
+        lc = hs.lifecycle
+        oversize: list[tuple[str, dict[str, Any]]] = []
+        for ident in lc.touched:
+            entry = lc.get(ident)
+            if entry is not None:
+                data = encode_entry(hub, ident, entry)
+                if len(data) > self.max_value:
+                    oversize.append((ident, entry))
+                    continue
+                writes.append((entry_key(hub, ident), data))
+                hs.stored.add(ident)
+            elif ident in hs.stored:
+                hs.stored.discard(ident)
+                hs.pend_new.append(entry_key(hub, ident))
+        lc.touched.clear()
+        for ident, entry in oversize:
+            # One entry larger than a state value may be (huge tags or labels): expire it.
+            (lc.armed if ident[0] == "a" else lc.contests).pop(ident[2:], None)
+            out.records.append((hub.encode(), orjson.dumps(dropped_record(hub, entry, "oversize"))))
+            self.counters.state_bound("value_size")
+            log.warning("hub %r: lifecycle entry over %d bytes expired (lifecycle 'oversize')", hub, self.max_value)
+            if ident in hs.stored:
+                hs.stored.discard(ident)
+                tch.deletes.append(entry_key(hub, ident))
+        writes.extend((k, None) for k in tch.deletes)
+        meta = hs.meta_bytes()
+        if len(meta) > self.max_value:
+            # Only a huge list of deletions can make it so: issue them now (losing the crash
+            # ordering for these keys: a crash could then count their last record's events again).
+            writes.extend((k, None) for k in hs.pend_new)
+            hs.pend_new = []
+            meta = hs.meta_bytes()
+            self.counters.state_bound("value_size")
+        writes.append((hub_key(hub), meta))
+        hs.pend, hs.pend_new = hs.pend + hs.pend_new, []
 
     def _apply(
         self,
         hs: HubState,
+        source: int,
+        done: int,
         events: list[dict[str, Any]],
         times: list[float],
+        offsets: list[int],
         partition: int,
-        offset: int,
         k_prev: int | None,
         wm_prev: float | None,
         out: Outputs,
+        tch: _Touched,
     ) -> None:
-        hub, size, alpha, open_ = hs.hub, self.size, self.alpha, hs.open
-        apply = hs.lifecycle.apply
-        late = 0
+        hub, size, open_ = hs.hub, self.size, hs.open
+        lifecycle = hs.lifecycle
+        apply = lifecycle.apply
+        wapplied = hs.wapplied
+        late = late_windowed = 0
         arming: list[float] = []
         resolution: list[float] = []
         types: dict[str, int] = {}
-        multi = cap = failed = 0
+        multi = cap = failed = folded = applied_n = 0
         floor = math.floor
         records = out.records
         hub_bytes = hub.encode()
         dumps = orjson.dumps
         no_effect = NO_EFFECT
+        before: dict[int, int] = {}  # window index -> its applied offset of `source` before this record
+        late_idx = floor(wm_prev / size) if wm_prev is not None else None
+        last_t = hs.last_t
         # Events of one record are mostly in one window: keep the last one at hand.
         last_idx: int | None = None
         agg: WindowAgg | None = None
-        for ev, t in zip(events, times, strict=True):
+        last_before = -1
+        for ev, t, s in zip(events, times, offsets, strict=True):
+            if s <= done:
+                continue
+            applied_n += 1
             msg = ev["message"]
             types[msg] = types.get(msg, 0) + 1
             eff = apply(hub, ev, t)
+            if last_t is None or t > last_t:
+                last_t = t
             idx = floor(t / size)
+            target: WindowAgg | None
             if k_prev is not None and idx < k_prev:
                 late += 1  # counted and recorded below, kept out of every window
+                assert late_idx is not None
+                if s > before.setdefault(late_idx, wapplied.get(late_idx, {}).get(source, -1)):
+                    late_windowed += 1
                 target = None
             else:
                 if idx != last_idx:
                     agg = open_.get(idx)
                     if agg is None:
-                        agg = open_[idx] = WindowAgg(idx * size, alpha)
+                        agg = open_[idx] = self._agg(idx * size)
+                    last_before = before.setdefault(idx, wapplied.get(idx, {}).get(source, -1))
                     last_idx = idx
                 assert agg is not None
-                agg.events += 1
-                target = agg
+                if s > last_before:
+                    agg.events += 1
+                    target = agg
+                else:
+                    target = None  # this window already counted the event before a crash
             if eff is no_effect:
                 continue
             if eff.arming is not None:
@@ -303,22 +475,34 @@ class Engine:
                     multi += 1
                 if eff.capacity is not None and eff.capacity > 2:
                     cap += 1
-                if target is not None:
-                    target.add_contest(eff.participants, eff.capacity)
+                if target is not None and not target.add_contest(eff.participants, eff.capacity):
+                    folded += 1
             if eff.record is not None:
                 records.append((hub_bytes, dumps(eff.record)))
         if late:
-            assert wm_prev is not None
             hs.late += late
-            idx = floor(wm_prev / size)
-            agg = open_.get(idx)
-            if agg is None:
-                agg = open_[idx] = WindowAgg(idx * size, alpha)
-            agg.late_events += late
             self.counters.late(hub, late)
-        hs.applied[partition] = offset
+        if late_windowed:
+            assert late_idx is not None
+            agg = open_.get(late_idx)
+            if agg is None:
+                agg = open_[late_idx] = self._agg(late_idx * size)
+            agg.late_events += late_windowed
+        for idx in before:
+            wapplied.setdefault(idx, {})[source] = offsets[-1]
+        tch.windows.update(before)
+        if lifecycle.evicted:
+            for ident, entry in lifecycle.evicted:
+                records.append((hub_bytes, dumps(dropped_record(hub, entry, "overflow"))))
+                if ident in hs.stored:
+                    hs.stored.discard(ident)
+                    tch.deletes.append(entry_key(hub, ident))
+            self.counters.state_bound("open_contests", len(lifecycle.evicted))
+            lifecycle.evicted.clear()
+        hs.applied[source] = offsets[-1]
         hs.part = partition
-        out.events += len(events)
+        hs.last_t = last_t
+        out.events += applied_n
         c = self.counters
         for msg, n in types.items():
             c.events(hub, short_type(msg), n)
@@ -332,7 +516,9 @@ class Engine:
             c.multi_actor(hub, multi)
         if cap:
             c.capacity_over_two(hub, cap)
-        c.processed(len(events))
+        if folded:
+            c.state_bound("participant_histogram", folded)
+        c.processed(applied_n)
 
     def _result(self, hub: str, agg: WindowAgg, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         s = self.settings
@@ -344,6 +530,16 @@ class Engine:
             extra=extra,
         )
 
+    def _retained(self, existing: bytes | None, lines: list[bytes]) -> bytes:
+        """The retained windows with ``lines`` appended, cut to fit one state value."""
+        keep = self.settings.retained_windows
+        new = append_lines(existing, lines, keep)
+        while len(new) > self.max_value and keep > 1:
+            keep -= 1
+            new = append_lines(new, [], keep)
+            self.counters.state_bound("value_size")
+        return new
+
     def _sweep(
         self,
         part: PartState,
@@ -351,28 +547,30 @@ class Engine:
         k_new: int,
         out: Outputs,
         dirty: dict[str, HubState],
-    ) -> list[tuple[str, bytes]]:
-        """Close every window of the partition's hubs below ``k_new``; expire stale lifecycles."""
+        touched: dict[str, _Touched],
+    ) -> tuple[list[tuple[str, bytes | None]], list[tuple[str, bytes | None]]]:
+        """Close every window of the partition's hubs below ``k_new``; expire stale lifecycles;
+        evict idle hubs. Returns the closed-window writes and the evictions."""
         partition = part.partition
-        keep = self.settings.retained_windows
         rolling = self.settings.rolling_windows
         assert part.watermark is not None
         ttl_before = part.watermark - self.settings.ttl_ms
+        idle_before = part.watermark - self.idle_windows * self.size
         partials: dict[int, WindowAgg] = {}
-        writes: list[tuple[str, bytes]] = []
-        ttl_count = 0
+        writes: list[tuple[str, bytes | None]] = []
+        evictions: list[tuple[str, bytes | None]] = []
+        ttl_count = collapsed = 0
 
         def partial(start: int) -> WindowAgg:
             agg = partials.get(start)
             if agg is None:
-                agg = partials[start] = WindowAgg(start, self.alpha)
+                agg = partials[start] = self._agg(start)
             return agg
 
         for hs in self._hubs_of(partition):
             hub = hs.hub
             changed = False
             closing = sorted(idx for idx in hs.open if idx < k_new)
-            just_closed: set[int] = set()
             lines: list[bytes] = []
             existing = self._get(closed_key(hub))
             if hs.closed_k is not None and (k_prev is None or hs.closed_k > k_prev) and existing:
@@ -385,16 +583,20 @@ class Engine:
                         partial(payload["windowStartMs"]).merge(WindowAgg.from_result(payload))
             for idx in closing:
                 agg = hs.open.pop(idx)
+                hs.wapplied.pop(idx, None)
+                if idx in hs.wstored:
+                    hs.wstored.discard(idx)
+                    hs.pend_new.append(window_key(hub, idx))
+                collapsed += agg.arming.collapsed + agg.resolution.collapsed
                 payload = self._result(hub, agg)
                 data = orjson.dumps(payload)
                 out.windows.append((hub.encode(), data))
-                just_closed.add(idx)
                 if not _contains_window(existing, payload["windowId"]):
                     lines.append(data)
                 partial(agg.start).merge(agg)
             if closing:
                 hs.closed_k = k_new
-                new = append_lines(existing, lines, keep) if lines else existing
+                new = self._retained(existing, lines) if lines else existing
                 if new is not None:
                     writes.append((closed_key(hub), new))
                     self.recent[hub] = (partition, self._recent_from_lines(new)[-rolling:])
@@ -402,12 +604,32 @@ class Engine:
             expired = hs.lifecycle.expire(hub, ttl_before)
             if expired:
                 ttl_count += len(expired)
-                out.records.extend((hub.encode(), orjson.dumps(r)) for r in expired)
+                tch = touched.setdefault(hub, _Touched())
+                for ident, record in expired:
+                    out.records.append((hub.encode(), orjson.dumps(record)))
+                    if ident in hs.stored:
+                        hs.stored.discard(ident)
+                        tch.deletes.append(entry_key(hub, ident))
                 changed = True
             if changed:
                 dirty[hub] = hs
+            elif (
+                hub not in dirty
+                and not hs.open
+                and not len(hs.lifecycle)
+                and hs.last_t is not None
+                and hs.last_t < idle_before
+            ):
+                # Idle past its retained windows: its state goes (deletions, then h: last).
+                evictions.extend((k, None) for k in (*hs.pend, *hs.pend_new, closed_key(hub), hub_key(hub)))
+                del self.hubs[hub]
+                self.recent.pop(hub, None)
+                self._view_cache.pop(hub, None)
+                self.counters.state_bound("idle_hubs")
         if ttl_count:
             self.counters.expired_lifecycles(ttl_count)
+        if collapsed:
+            self.counters.state_bound("sketch_buckets", collapsed)
         if partials:
             existing = self._get(all_key(partition))
             lines = []
@@ -426,9 +648,9 @@ class Engine:
                     lines.append(data)
                 recent.append(agg)
             if lines:
-                writes.append((all_key(partition), append_lines(existing, lines, keep)))
+                writes.append((all_key(partition), self._retained(existing, lines)))
             self.all_recent[partition] = tuple(recent[-rolling:])
-        return writes
+        return writes, evictions
 
     # -- the exporter's view -------------------------------------------------------------------
     def _view(self, hub: str, aggs: tuple[WindowAgg, ...]) -> tuple[HubWindowView, HubWindowView]:
@@ -441,7 +663,7 @@ class Engine:
         return last, rolling
 
     def _as_view(self, hub: str, aggs: list[WindowAgg]) -> HubWindowView:
-        merged = WindowAgg(min(a.start for a in aggs), self.alpha)
+        merged = self._agg(min(a.start for a in aggs))
         for a in aggs:
             merged.merge(a)
         return HubWindowView(

@@ -32,6 +32,41 @@ class WorkerSettings(BaseSettings):
         default=3600.0, gt=0, description="Open contests not seen for this long (event time) are expired."
     )
     alpha: float = Field(default=0.01, gt=0, lt=1, description="DDSketch relative accuracy.")
+    max_open_contests: int = Field(
+        default=100_000,
+        ge=1,
+        description="Open contests (armed or launched) kept per hub; beyond it the least recently "
+        "created is expired (lifecycle 'overflow') and counted.",
+    )
+    sketch_max_buckets: int = Field(
+        default=2048,
+        ge=16,
+        description="Buckets per DDSketch; beyond it the lowest buckets collapse into one (see streams/sketch.py).",
+    )
+    max_state_value_bytes: int = Field(
+        default=512 * 1024,
+        ge=16 * 1024,
+        le=900 * 1024,
+        description="Largest state value written to the changelog (the broker's default message limit is 1 MiB).",
+    )
+    idle_hub_windows: int | None = Field(
+        default=None,
+        ge=1,
+        description="A hub with no open window, no open contest and no event for this many windows is "
+        "evicted from state (default: CT_WORKER_RETAINED_WINDOWS).",
+    )
+    source: str = Field(
+        default="ingested",
+        pattern="^(ingested|events)$",
+        description="'ingested': read the ingest stage's packed records (fast); 'events': read "
+        "contest.events record by record through faust (the reference path).",
+    )
+    ingest: str = Field(
+        default="child",
+        pattern="^(child|none)$",
+        description="'child': the worker command starts an ingest stage as a child process "
+        "(with source=ingested); 'none': ingest stages run on their own.",
+    )
     arming_budget_ms: float = Field(
         default=8000.0, gt=0, description="Arming p95 budget (window results flag breaches)."
     )
@@ -81,3 +116,70 @@ class WorkerSettings(BaseSettings):
     @property
     def ttl_ms(self) -> int:
         return round(self.lifecycle_ttl_s * 1000)
+
+
+class IngestSettings(BaseSettings):
+    """The ingest stage (``contest-telemetry ingest``): contest.events -> the ingested topic
+    (env prefix ``CT_INGEST_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CT_INGEST_", extra="ignore")
+
+    group_id: str = Field(
+        default="contest-telemetry-ingest", min_length=1, description="Consumer group on contest.events."
+    )
+    max_poll_records: int = Field(default=5000, ge=1, description="Most records one poll (getmany) returns.")
+    max_batch_events: int = Field(
+        default=2000,
+        ge=1,
+        description="Most events in one ingested record; a source record's events are never split "
+        "(an envelope larger than this stays whole).",
+    )
+    max_batch_bytes: int = Field(
+        default=1_000_000,
+        ge=16_384,
+        description="Target largest ingested record in bytes (keep under the topic's max.message.bytes, "
+        "1 MiB by default); a single source record larger than this is still sent whole.",
+    )
+    poll_timeout_ms: int = Field(default=100, ge=0, description="How long one poll waits for records.")
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=0, description="How long the broker may hold a fetch to fill it."
+    )
+    transactions: str = Field(
+        default="auto",
+        pattern="^(auto|on|off)$",
+        description="'on': a transactional producer commits each poll's output and its input offsets "
+        "atomically (exactly once); 'off': at-least-once (every send acknowledged, then the offsets "
+        "committed); 'auto': 'on' where the broker grants producer ids, else 'off' (Tansu).",
+    )
+    transactional_id: str = Field(
+        default="contest-telemetry-ingest",
+        min_length=1,
+        description="Prefix of the transactional id; the id is '<prefix>-<instance_id>'.",
+    )
+    instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Stable name of this replica (e.g. the pod name), appended to the transactional id: "
+        "a restarted replica then aborts its predecessor's open transaction at once instead of after "
+        "transaction_timeout_s. Default: random per process. Two live replicas must never share one.",
+    )
+    transaction_timeout_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=900,
+        description="The broker aborts a transaction open this long (a crashed stage's output stays "
+        "invisible to read_committed readers at most this long when instance_id is not stable).",
+    )
+    linger_ms: int = Field(default=5, ge=0, description="Producer linger before sending a batch.")
+    compression: str = Field(
+        default="none",
+        pattern="^(none|gzip)$",
+        description="Compression of the ingested and dead-letter records.",
+    )
+    send_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A poll's sends and commit must succeed within this; otherwise the stage stops with "
+        "an error (exit 1) and commits nothing past what is durable.",
+    )
+    log_interval_s: float = Field(default=10.0, gt=0, description="Progress is logged at INFO this often.")

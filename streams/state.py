@@ -1,15 +1,34 @@
-"""Table values: one per hub (``h:<hub>``), its retained closed windows (``c:<hub>``), one per
-input partition (``p:<n>``) and the partition's retained ``_all`` partials (``a:<n>``).
+"""The worker's state in its faust table: small values, each written once per record that changes it.
 
-Every value is bytes (orjson) so the faust table stores and changelogs it without a codec; the
-worker keeps decoded objects in a cache and writes each touched key once per Kafka record.
+Keys (every value one JSON document, bytes, so the table changelogs it without a codec):
 
-Idempotence: a hub value holds ``applied`` = the last source offset (per input partition) whose
-events it contains; a record at an offset <= applied is skipped for that hub. The partition value
-holds the watermark and its own ``applied``. All keys of one input partition go to the same
-changelog partition and are written in a fixed order per record (hubs, their retained windows,
-``a:``, then ``p:`` last), so after a crash the recovered table is the state after a prefix of
-those writes: the partition value is never ahead of a hub's.
+- ``p:<n>``: input partition ``n``: watermark, closed window index, last applied offset;
+- ``a:<n>``: the partition's retained ``_all`` partials (written when windows close);
+- ``h:<hub>``: the hub's small meta value: its partition, ``applied`` (the last *source* offset
+  per source partition whose events it contains), closed index, late count, last event time and
+  ``pend``, the keys to delete once this value is durable;
+- ``w:<hub>\\x1f<idx>``: one open window of the hub (two bounded DDSketches and the participant
+  table) with its own ``applied``;
+- ``l:<hub>\\x1f<ident>``: one open lifecycle entry (an armed contest or a launched one);
+- ``c:<hub>``: the hub's retained closed windows (written when windows close).
+
+So a record writes the windows and entries it touched, the hub's meta value and the partition:
+changelog bytes per event do not grow with the number of open contests or retained windows.
+A finished contest or a closed window is deleted (a tombstone, so compaction drops it).
+
+Crash consistency. Every key of one input partition goes to the same changelog partition, in the
+order of :meth:`streams.processor.Engine.process`: deletions already recorded in a durable ``pend``,
+the closed windows (``c:``), the touched windows (``w:``), the touched entries (``l:``), immediate
+deletions (entries dropped by the TTL or the open-contest bound), the hub's ``h:`` last, then
+``a:`` and ``p:``. After a crash the recovered table is a prefix of those writes and the record is
+processed again:
+
+- a hub whose ``h:`` is durable skips the record (its ``applied`` says so);
+- otherwise its entries are applied again: applying an event to an entry is idempotent (fields
+  are copied, ``seen`` is the event's time), and entries finished or windows closed by the record
+  are still there, because their deletion waits in ``pend`` until the ``h:`` naming it is
+  durable (issued by a later record of the hub, or when the hub is evicted);
+- a window whose ``w:`` is durable takes no event it already counted (its own ``applied``).
 """
 
 from __future__ import annotations
@@ -22,9 +41,23 @@ from streams.exceptions import StateError
 from streams.lifecycle import Lifecycle
 from streams.windows import WindowAgg
 
-__all__ = ["HubState", "PartState", "append_lines", "as_bytes", "hub_key", "part_key", "split_lines"]
+__all__ = [
+    "HubState",
+    "PartState",
+    "all_key",
+    "append_lines",
+    "as_bytes",
+    "as_obj",
+    "closed_key",
+    "entry_key",
+    "hub_key",
+    "part_key",
+    "split_lines",
+    "window_key",
+]
 
-VERSION = 1
+VERSION = 2
+SEP = "\x1f"
 
 
 def hub_key(hub: str) -> str:
@@ -33,6 +66,14 @@ def hub_key(hub: str) -> str:
 
 def closed_key(hub: str) -> str:
     return f"c:{hub}"
+
+
+def window_key(hub: str, idx: int) -> str:
+    return f"w:{hub}{SEP}{idx}"
+
+
+def entry_key(hub: str, ident: str) -> str:
+    return f"l:{hub}{SEP}{ident}"
 
 
 def part_key(partition: int) -> str:
@@ -63,19 +104,56 @@ def as_bytes(value: Any) -> bytes | None:
     return orjson.dumps(value)
 
 
-class HubState:
-    __slots__ = ("applied", "closed_k", "hub", "late", "lifecycle", "open", "part")
+def as_obj(value: Any) -> Any:
+    """A table value decoded (the inverse case of :func:`as_bytes`)."""
+    if isinstance(value, bytes | str):
+        return orjson.loads(value)
+    return value
 
-    def __init__(self, hub: str, part: int) -> None:
+
+def encode_window(hub: str, idx: int, agg: WindowAgg, applied: dict[int, int]) -> bytes:
+    return orjson.dumps(
+        {"hub": hub, "idx": idx, "applied": {str(k): v for k, v in applied.items()}, "agg": agg.to_state()}
+    )
+
+
+def encode_entry(hub: str, ident: str, entry: dict[str, Any]) -> bytes:
+    return orjson.dumps({"hub": hub, "i": ident, "e": entry})
+
+
+class HubState:
+    __slots__ = (
+        "applied",
+        "closed_k",
+        "hub",
+        "last_t",
+        "late",
+        "lifecycle",
+        "open",
+        "part",
+        "pend",
+        "pend_new",
+        "stored",
+        "wapplied",
+        "wstored",
+    )
+
+    def __init__(self, hub: str, part: int | None, max_open: int = 100_000) -> None:
         self.hub = hub
         self.part = part
         self.applied: dict[int, int] = {}
         self.closed_k: int | None = None
         self.open: dict[int, WindowAgg] = {}  # window index -> aggregate
-        self.lifecycle = Lifecycle()
+        self.wapplied: dict[int, dict[int, int]] = {}  # window index -> its own applied offsets
+        self.lifecycle = Lifecycle(max_open)
         self.late = 0
+        self.last_t: float | None = None
+        self.stored: set[str] = set()  # entry idents present in the table
+        self.wstored: set[int] = set()  # window indexes present in the table
+        self.pend: list[str] = []  # keys to delete, named by a durable h: value
+        self.pend_new: list[str] = []  # keys to delete, to be named by the next h: value
 
-    def to_bytes(self) -> bytes:
+    def meta_bytes(self) -> bytes:
         return orjson.dumps(
             {
                 "v": VERSION,
@@ -83,25 +161,24 @@ class HubState:
                 "part": self.part,
                 "applied": {str(k): v for k, v in self.applied.items()},
                 "ck": self.closed_k,
-                "open": [[idx, agg.to_state()] for idx, agg in self.open.items()],
-                "lc": self.lifecycle.to_state(),
                 "late": self.late,
+                "t": self.last_t,
+                "pend": self.pend_new,
             }
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> HubState:
+    def from_meta(cls, obj: Any, max_open: int) -> HubState:
         try:
-            obj: dict[str, Any] = orjson.loads(data)
             if obj.get("v") != VERSION:
                 raise StateError(f"hub state version {obj.get('v')!r}, expected {VERSION}")
-            out = cls(obj["hub"], obj["part"])
+            out = cls(obj["hub"], obj["part"], max_open)
             out.applied = {int(k): v for k, v in obj["applied"].items()}
             out.closed_k = obj["ck"]
-            out.open = {int(idx): WindowAgg.from_state(st) for idx, st in obj["open"]}
-            out.lifecycle = Lifecycle.from_state(obj["lc"])
             out.late = obj["late"]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            out.last_t = obj["t"]
+            out.pend = list(obj["pend"])
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise StateError(f"undecodable hub state: {exc!r}") from None
         return out
 
@@ -129,3 +206,50 @@ class PartState:
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise StateError(f"undecodable partition state: {exc!r}") from None
         return out
+
+
+def load_hubs(items: Any, max_open: int) -> dict[str, HubState]:
+    """Every hub in the table (``items``: (key, value) pairs), with its windows and entries.
+
+    A window or entry whose ``h:`` never became durable belongs to a hub created fresh here (the
+    record that wrote it is processed again); keys named in a durable ``pend`` are left out."""
+    metas: dict[str, Any] = {}
+    windows: list[Any] = []
+    entries: list[Any] = []
+    for key, value in items:
+        if not isinstance(key, str) or value is None:
+            continue
+        kind = key[:2]
+        if kind == "h:":
+            metas[key[2:]] = as_obj(value)
+        elif kind == "w:":
+            windows.append((key, as_obj(value)))
+        elif kind == "l:":
+            entries.append((key, as_obj(value)))
+    hubs: dict[str, HubState] = {hub: HubState.from_meta(obj, max_open) for hub, obj in metas.items()}
+    pending = {key for hs in hubs.values() for key in hs.pend}
+
+    def hub_of(name: str) -> HubState:
+        hs = hubs.get(name)
+        if hs is None:
+            hs = hubs[name] = HubState(name, None, max_open)
+        return hs
+
+    try:
+        for key, obj in windows:
+            if key in pending:
+                continue
+            hs = hub_of(obj["hub"])
+            idx = int(obj["idx"])
+            hs.open[idx] = WindowAgg.from_state(obj["agg"])
+            hs.wapplied[idx] = {int(k): v for k, v in obj["applied"].items()}
+            hs.wstored.add(idx)
+        for key, obj in entries:
+            if key in pending:
+                continue
+            hs = hub_of(obj["hub"])
+            hs.lifecycle.put(obj["i"], obj["e"])
+            hs.stored.add(obj["i"])
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise StateError(f"undecodable window or entry state: {exc!r}") from None
+    return hubs

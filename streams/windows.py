@@ -17,11 +17,14 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.sketch import DDSketch
+from streams.sketch import DEFAULT_MAX_BUCKETS, DDSketch
 
-__all__ = ["QUANTILES", "WindowAgg", "closed_index", "iso_ms", "window_index"]
+__all__ = ["MAX_HISTOGRAM_KEYS", "QUANTILES", "WindowAgg", "closed_index", "iso_ms", "window_index"]
 
 QUANTILES = (0.5, 0.95, 0.99)
+MAX_HISTOGRAM_KEYS = 64
+"""Distinct participant counts in one window's histogram; others are left out of the histogram
+only (samples, sum, max and the >2 counts stay exact) and counted by the worker."""
 
 
 def window_index(t_ms: float, size_ms: int) -> int:
@@ -57,10 +60,10 @@ class WindowAgg:
         "start",
     )
 
-    def __init__(self, start: int, alpha: float) -> None:
+    def __init__(self, start: int, alpha: float, max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
         self.start = start
-        self.arming = DDSketch(alpha)
-        self.resolution = DDSketch(alpha)
+        self.arming = DDSketch(alpha, max_buckets)
+        self.resolution = DDSketch(alpha, max_buckets)
         self.events = 0
         self.contests = 0
         self.participant_samples = 0
@@ -71,18 +74,28 @@ class WindowAgg:
         self.capacity_over_two = 0
         self.late_events = 0
 
-    def add_contest(self, participants: int | None, capacity: int | None) -> None:
+    def add_contest(self, participants: int | None, capacity: int | None) -> bool:
+        """Count a finished contest; False when its participant count was left out of a full
+        histogram (:data:`MAX_HISTOGRAM_KEYS`)."""
+        kept = True
         self.contests += 1
         if participants is not None:
             self.participant_samples += 1
             self.participants_sum += participants
             if participants > self.participants_max:
                 self.participants_max = participants
-            self.hist[participants] = self.hist.get(participants, 0) + 1
+            hist = self.hist
+            if participants in hist:
+                hist[participants] += 1
+            elif len(hist) < MAX_HISTOGRAM_KEYS:
+                hist[participants] = 1
+            else:
+                kept = False
             if participants > 2:
                 self.multi_actor += 1
         if capacity is not None and capacity > 2:
             self.capacity_over_two += 1
+        return kept
 
     def merge(self, other: WindowAgg) -> None:
         self.arming.merge(other.arming)
@@ -92,8 +105,12 @@ class WindowAgg:
         self.participant_samples += other.participant_samples
         self.participants_sum += other.participants_sum
         self.participants_max = max(self.participants_max, other.participants_max)
+        hist = self.hist
         for k, v in other.hist.items():
-            self.hist[k] = self.hist.get(k, 0) + v
+            if k in hist:
+                hist[k] += v
+            elif len(hist) < MAX_HISTOGRAM_KEYS:
+                hist[k] = v
         self.multi_actor += other.multi_actor
         self.capacity_over_two += other.capacity_over_two
         self.late_events += other.late_events
@@ -118,7 +135,7 @@ class WindowAgg:
     @classmethod
     def from_state(cls, data: list[Any]) -> WindowAgg:
         arming = DDSketch.from_dict(data[1])
-        out = cls(int(data[0]), arming.alpha)
+        out = cls(int(data[0]), arming.alpha, arming.max_buckets)
         out.arming = arming
         out.resolution = DDSketch.from_dict(data[2])
         (
@@ -176,7 +193,7 @@ class WindowAgg:
     @classmethod
     def from_result(cls, payload: dict[str, Any]) -> WindowAgg:
         arming = DDSketch.from_dict(payload["arming"]["sketch"])
-        out = cls(int(payload["windowStartMs"]), arming.alpha)
+        out = cls(int(payload["windowStartMs"]), arming.alpha, arming.max_buckets)
         out.arming = arming
         out.resolution = DDSketch.from_dict(payload["resolution"]["sketch"])
         out.events = payload.get("events", 0)

@@ -57,11 +57,7 @@ def worker(
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
-        "CT_TOPIC_EVENTS": topic_settings.events,
-        "CT_TOPIC_DLQ": topic_settings.dlq,
-        "CT_TOPIC_RECORDS": topic_settings.records,
-        "CT_TOPIC_WINDOWS": topic_settings.windows,
-        "CT_TOPIC_PARTITIONS": str(topic_settings.partitions),
+        **topic_settings.as_env(),
         "CT_WORKER_APP_ID": f"e2e-{unique}",
         "CT_WORKER_DATA_DIR": str(tmp_path / "worker"),
         "CT_WORKER_WINDOW_S": "2",

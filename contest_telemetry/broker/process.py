@@ -29,7 +29,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that asks Linux for SIGTERM when the starting process dies (None elsewhere).
 
     ``prctl`` is looked up here, before the fork: the child only calls it. The signal follows the
@@ -119,7 +119,7 @@ class BrokerProcess:
             start_new_session=True,
             # ... and with the process that started them, even when it is SIGKILLed (a test run
             # killed by a timeout must not leave a broker behind holding 512 MB and a port)
-            preexec_fn=None if detach else _die_with_parent(),
+            preexec_fn=None if detach else die_with_parent(),
         )
         try:
             wait_ready(

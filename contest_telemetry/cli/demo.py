@@ -269,11 +269,7 @@ def run(args: argparse.Namespace) -> int:
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "CT_TOPIC_EVENTS": topics.events,
-            "CT_TOPIC_DLQ": topics.dlq,
-            "CT_TOPIC_RECORDS": topics.records,
-            "CT_TOPIC_WINDOWS": topics.windows,
-            "CT_TOPIC_PARTITIONS": str(topics.partitions),
+            **topics.as_env(),
             "CT_WORKER_WINDOW_S": str(args.window_s),
             "CT_WORKER_GRACE_S": str(args.grace_s),
             "CT_WORKER_APP_ID": f"contest-demo-{stamp.lower()}",

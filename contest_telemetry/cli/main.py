@@ -29,6 +29,7 @@ _COMMANDS: dict[str, str] = {
     "loadgen": "producers.cli",
     "demo": "contest_telemetry.cli.demo",
     "worker": "streams.cli",
+    "ingest": "streams.ingest_cli",
     "archive": "sinks.archive.cli",
     "bench": "contest_telemetry.cli.bench",
 }

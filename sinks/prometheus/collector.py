@@ -237,6 +237,13 @@ class PipelineCollector(Collector):
             "reason",
             v.invalid,
         )
+        yield self._per_label(
+            "contest_state_bounded_total",
+            "Times a bound on the worker's state acted (expired overflow contests, collapsed sketch "
+            "values, evicted idle hubs, oversized values, folded histogram values), by bound.",
+            "bound",
+            v.state_bounds,
+        )
         for name, doc, table in (
             (
                 "contest_late_events_total",
@@ -282,6 +289,16 @@ class PipelineCollector(Collector):
                 "contest_input_stalls_total",
                 "Owned input partitions found with records waiting and nothing applied, put back into fetching.",
                 v.stalls,
+            ),
+            (
+                "contest_state_changelog_writes_total",
+                "State values (and tombstones) written to the changelog.",
+                v.state_writes,
+            ),
+            (
+                "contest_state_changelog_bytes_total",
+                "Bytes of state values written to the changelog (keys excluded).",
+                v.state_bytes,
             ),
             (
                 "contest_exporter_hub_labels_folded_total",

@@ -16,7 +16,7 @@ import math
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sinks.prometheus.labels import DEFAULT_MAX_LABEL_LENGTH, LabelCap
@@ -26,6 +26,7 @@ __all__ = [
     "EVENT_TYPES",
     "INVALID_REASONS",
     "RESOLUTION_BUCKETS_MS",
+    "STATE_BOUNDS",
     "CounterSink",
     "CountersView",
     "PipelineCounters",
@@ -49,6 +50,8 @@ RESOLUTION_BUCKETS_MS: tuple[float, ...] = (50, 100, 200, 400, 600, 800, 1_000, 
 
 EVENT_TYPES = ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
 INVALID_REASONS = ("decode", "validation", "envelope")
+# streams/state.py: each bound on the worker's state, counted when it acts (docs/metrics.md).
+STATE_BOUNDS = ("open_contests", "sketch_buckets", "idle_hubs", "value_size", "participant_histogram")
 _MESSAGE_PREFIX = "telemetry.contest."
 _MAX_EXTRA_ENUM_VALUES = 16  # unknown event types / reasons beyond the documented ones
 _INF = math.inf
@@ -69,6 +72,8 @@ class CounterSink(Protocol):
     def processed(self, n: int) -> None: ...
     def reread(self, records: int, missing_offsets: int) -> None: ...
     def stalls(self, n: int = 1) -> None: ...
+    def state_bound(self, bound: str, n: int = 1) -> None: ...
+    def state_writes(self, values: int, nbytes: int) -> None: ...
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None: ...
     def observe_resolution_ms(self, hub: str, values: Iterable[float]) -> None: ...
 
@@ -95,6 +100,9 @@ class CountersView:
     reread_records: int = 0
     reread_missing_offsets: int = 0
     stalls: int = 0
+    state_bounds: dict[str, int] = field(default_factory=dict)
+    state_writes: int = 0
+    state_bytes: int = 0
 
     @classmethod
     def empty(cls) -> CountersView:
@@ -135,6 +143,9 @@ class PipelineCounters:
         self._reread_records = 0
         self._reread_missing = 0
         self._stalls = 0
+        self._state_bounds: dict[str, int] = dict.fromkeys(STATE_BOUNDS, 0)
+        self._state_writes = 0
+        self._state_bytes = 0
         self._arming: dict[str, list[float]] = {}
         self._resolution: dict[str, list[float]] = {}
 
@@ -188,6 +199,15 @@ class PipelineCounters:
         with self._lock:
             self._stalls += n
 
+    def state_bound(self, bound: str, n: int = 1) -> None:
+        with self._lock:
+            self._state_bounds[bound] = self._state_bounds.get(bound, 0) + n
+
+    def state_writes(self, values: int, nbytes: int) -> None:
+        with self._lock:
+            self._state_writes += values
+            self._state_bytes += nbytes
+
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
         self._observe(self._arming, ARMING_BUCKETS_MS, hub, values)
 
@@ -229,4 +249,7 @@ class PipelineCounters:
                 reread_records=self._reread_records,
                 reread_missing_offsets=self._reread_missing,
                 stalls=self._stalls,
+                state_bounds=dict(self._state_bounds),
+                state_writes=self._state_writes,
+                state_bytes=self._state_bytes,
             )

@@ -20,6 +20,7 @@ def unique_topics(unique: str, partitions: int = 2) -> TopicSettings:
         dlq=f"contest.events.dlq.{unique}",
         records=f"contest.records.{unique}",
         windows=f"contest.windows.{unique}",
+        ingested=f"contest.events.ingested.{unique}",
         partitions=partitions,
     )
 

@@ -33,11 +33,7 @@ class WorkerProcess:
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "CT_TOPIC_EVENTS": topics.events,
-            "CT_TOPIC_DLQ": topics.dlq,
-            "CT_TOPIC_RECORDS": topics.records,
-            "CT_TOPIC_WINDOWS": topics.windows,
-            "CT_TOPIC_PARTITIONS": str(topics.partitions),
+            **topics.as_env(),
             "CT_WORKER_APP_ID": app_id,
             "CT_WORKER_DATA_DIR": str(data_dir),
             "PYTHONUNBUFFERED": "1",

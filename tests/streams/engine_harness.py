@@ -29,7 +29,7 @@ def envelopes(events: list[dict[str, Any]], per: int = 50) -> list[tuple[str, by
 class Harness:
     def __init__(self, settings: WorkerSettings | None = None) -> None:
         self.settings = settings or WorkerSettings(window_s=60, grace_s=30)
-        self.store: dict[str, bytes] = {}
+        self.store: dict[str, Any] = {}
         self.engine = Engine(self.settings, self.store)
         self.offsets: dict[int, int] = defaultdict(int)
         self.windows: list[dict[str, Any]] = []
@@ -52,12 +52,60 @@ class Harness:
         self.windows.extend(orjson.loads(v) for _, v in out.windows)
         self.records.extend(orjson.loads(v) for _, v in out.records)
         self.dlq.extend(orjson.loads(v) for _, v, _h in out.dlq)
-        for k, v in out.writes[: apply_writes if apply_writes is not None else len(out.writes)]:
-            self.store[k] = v
+        self.write(out.writes[: apply_writes if apply_writes is not None else len(out.writes)])
         return out
+
+    def write(self, writes: list[tuple[str, bytes | None]]) -> None:
+        """What faust's table does with the engine's writes (None: a tombstone)."""
+        for k, v in writes:
+            if v is None:
+                self.store.pop(k, None)
+            else:
+                self.store[k] = v
 
     def restart(self) -> None:
         """A new process: caches gone, the table recovered from its changelog. Faust's recovery
         JSON-decodes the values (seen on Tansu and Kafka), so the engine gets Python objects back."""
         self.store = {k: orjson.loads(v) if isinstance(v, bytes) else v for k, v in self.store.items()}  # type: ignore[misc]
         self.engine = Engine(self.settings, self.store)
+
+
+def ingested(
+    records: list[tuple[str, bytes]], *, source_partition: int = 0, poll: int = 100
+) -> list[tuple[str, bytes]]:
+    """What an ingest stage makes of ``records`` (source offsets 0, 1, ...) read in polls of
+    ``poll`` records: per poll one ingested record per hub, each event with its source offset,
+    the poll's largest event time on its last record (one worker partition here)."""
+    from streams.fastdecode import decode_events
+    from streams.ingested import IngestedBatch, encode_ingested
+
+    out: list[tuple[str, bytes]] = []
+    for first in range(0, len(records), poll):
+        batches: dict[str, IngestedBatch] = {}
+        for offset in range(first, min(first + poll, len(records))):
+            decoded = decode_events(records[offset][1])
+            assert not decoded.invalid
+            for ev, t in zip(decoded.events, decoded.times, strict=True):
+                batch = batches.get(ev["hubId"])
+                if batch is None:
+                    batch = batches[ev["hubId"]] = IngestedBatch(ev["hubId"], source_partition, [], [], [])
+                batch.offsets.append(offset)
+                batch.times.append(0.0 if t is None else t)
+                batch.events.append(ev)
+        last = list(batches.values())[-1]
+        last.wm = max(t for b in batches.values() for t in b.times)
+        out.extend((hub, encode_ingested(b)) for hub, b in batches.items())
+    return out
+
+
+def forms(events: list[dict[str, Any]]) -> dict[str, list[tuple[str, bytes]]]:
+    """The same events as the worker can read them: one per record, publisher envelopes, and
+    what the ingest stage makes of either."""
+    single = [(ev["hubId"], orjson.dumps(ev)) for ev in events]
+    env = envelopes(events, per=30)
+    return {
+        "single": single,
+        "envelope": env,
+        "ingested-single": ingested(single, poll=40),
+        "ingested-envelope": ingested(env, poll=3),
+    }

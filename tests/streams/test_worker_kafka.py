@@ -7,6 +7,8 @@ pushed by "tick" events an hour later), never by wall-clock time.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,12 +35,28 @@ def partition_of(hub: str, partitions: int) -> int:
     return (murmur2(hub.encode()) & 0x7FFFFFFF) % partitions
 
 
+def tick_hub(p: int, partitions: int) -> str:
+    """A hub id whose key lands on partition ``p`` (the ingest stage routes by key)."""
+    return next(h for j in range(10_000) if partition_of(h := f"tick-{p}-{j}", partitions) == p)
+
+
 def tick_records(partitions: int) -> list[tuple[bytes | None, bytes]]:
     out = []
     for p in range(partitions):
-        ev = {"message": P + "armed", "timestamp": iso(TICK_AT), "hubId": f"tick-{p}", "contestKey": "k"}
-        out.append((f"tick-{p}".encode(), orjson.dumps(ev)))
+        hub = tick_hub(p, partitions)
+        ev = {"message": P + "armed", "timestamp": iso(TICK_AT), "hubId": hub, "contestKey": "k"}
+        out.append((hub.encode(), orjson.dumps(ev)))
     return out
+
+
+def as_records(events: list[dict[str, Any]], form: str, per: int = 25) -> list[tuple[bytes | None, bytes]]:
+    """The contract's form (one event per record) or publisher envelopes."""
+    if form == "single":
+        return [(e["hubId"].encode(), orjson.dumps(e)) for e in events]
+    return [(h.encode(), v) for h, v in envelopes(events, per=per)]
+
+
+FORMS = pytest.mark.parametrize("form", ["single", "envelope"])
 
 
 def expected_ids(ref: dict[tuple[str, int], Any], partitions: int) -> set[str]:
@@ -91,17 +109,19 @@ def _wait_windows(
         raise AssertionError(f"{exc}; missing {sorted(want - seen)[:10]}") from None
 
 
+@FORMS
 def test_windows_records_and_dlq_against_reference(
-    workers: Any, kafka_settings: KafkaSettings, topic_settings: TopicSettings
+    workers: Any, kafka_settings: KafkaSettings, topic_settings: TopicSettings, form: str
 ) -> None:
+    """The worker with its ingest stage (the default), fed one form, plus a few records of the
+    other and bad records."""
     bootstrap = kafka_settings.bootstrap_servers
     w = workers("single")
     events = make_events(hubs=6, contests_per_hub=200, span_ms=300_000, seed=11)
     good = dict(events[0], eventId="dlq-good", hubId="hub-x")
     ref = reference_windows(sorted([*events, good], key=lambda e: e["timestamp"]))
-    # Mix envelopes (most) and single events (the contract's form) in one stream, plus bad records.
-    recs: list[tuple[bytes | None, bytes]] = [(h.encode(), v) for h, v in envelopes(events[:-600], per=40)]
-    recs += [(e["hubId"].encode(), orjson.dumps(e)) for e in events[-600:]]
+    other = "envelope" if form == "single" else "single"
+    recs = as_records(events[:-600], form, per=40) + as_records(events[-600:], other, per=40)
     bad_event = dict(events[1], participantCount="three")
     bad = [
         (b"hub-0", b"\x00\xffjunk"),
@@ -138,13 +158,23 @@ def test_windows_records_and_dlq_against_reference(
     assert w.alive()
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+@FORMS
 def test_two_workers_one_killed_mid_stream(
-    workers: Any, kafka_settings: KafkaSettings, topic_settings: TopicSettings
+    workers: Any, kafka_settings: KafkaSettings, topic_settings: TopicSettings, form: str
 ) -> None:
+    """SIGKILL a worker (its ingest child stops with it) and, separately, the other worker's
+    ingest stage; a new worker takes over: the windows still equal the reference."""
     bootstrap = kafka_settings.bootstrap_servers
     events = make_events(hubs=8, contests_per_hub=250, span_ms=420_000, seed=5)
     ref = reference_windows(events)
-    recs: list[tuple[bytes | None, bytes]] = [(h.encode(), v) for h, v in envelopes(events, per=25)]
+    recs = as_records(events, form)
     a = workers("a")
     b = workers("b")
     third = len(recs) // 3
@@ -161,6 +191,9 @@ def test_two_workers_one_killed_mid_stream(
     )
     asyncio.run(produce(bootstrap, topic_settings.events, recs[third : 2 * third]))
     a.kill()
+    assert b.proc is not None
+    for child in _children(b.proc.pid):  # b's ingest stage, mid-stream: b starts it again
+        os.kill(child, signal.SIGKILL)
     a2 = workers("a2")
     asyncio.run(produce(bootstrap, topic_settings.events, recs[2 * third :]))
     asyncio.run(
@@ -224,7 +257,7 @@ def test_committed_offset_ahead_of_state_is_read_again(
     ref = reference_windows(events)
     recs: list[tuple[bytes | None, bytes]] = [(h.encode(), v) for h, v in envelopes(events, per=10)]
     half = len(recs) // 2
-    first = workers("first")
+    first = workers("first", source="events")
     asyncio.run(produce(bootstrap, topic_settings.events, recs[:half]))
     ends = asyncio.run(_end_offsets(bootstrap, topic_settings.events, parts))
     deadline = time.monotonic() + 120
@@ -239,7 +272,7 @@ def test_committed_offset_ahead_of_state_is_read_again(
     ahead = {p: ends[p] + (new_ends[p] - ends[p]) // 2 for p in range(parts)}
     assert all(ahead[p] > ends[p] for p in range(parts))
     asyncio.run(_commit(bootstrap, group, topic_settings.events, ahead))
-    second = workers("second")
+    second = workers("second", source="events")
     asyncio.run(produce(bootstrap, topic_settings.events, tick_records(parts), partition_of=lambda i: i))
     values = _wait_windows(bootstrap, topic_settings.windows, expected_ids(ref, parts), second.alive)
     time.sleep(1.0)

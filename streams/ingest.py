@@ -1,0 +1,594 @@
+"""The ingest stage: ``contest.events`` -> validated, packed records on the ingested topic.
+
+faust pays its per-message cost (~3k records/s) for every record, and hubs send one event per
+record. This stage reads ``contest.events`` in batches with plain aiokafka (``getmany``),
+validates every event with :func:`streams.fastdecode.decode_events`, dead-letters the bad ones
+(the same dead letters the worker writes) and packs each poll's good events into one record per
+(hubId, source partition) on ``CT_TOPIC_INGESTED`` (format: :mod:`streams.ingested`), keyed by
+hubId with the default partitioner, so a hub lands on the partition number the worker expects.
+
+Delivery: with a transactional producer (Apache Kafka) each poll's ingested records, dead letters
+and input offsets commit in one transaction (consume-transform-produce, exactly once for
+read_committed readers). Where the broker refuses producer ids (Tansu) every send of a poll is
+awaited, then the input offsets are committed (at-least-once; the worker deduplicates by (hub,
+source partition, source offset)). A send or commit that fails or times out stops the stage
+(:class:`IngestError`) with nothing committed past what is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.partitioner import murmur2
+
+from contest_telemetry.settings import KafkaSettings, TopicSettings
+from streams.dlq import dlq_headers, dlq_value, encode_dlq
+from streams.exceptions import StreamsError
+from streams.fastdecode import decode_events
+from streams.ingested import IngestedBatch, encode_ingested
+from streams.settings import IngestSettings
+
+__all__ = ["IngestCounters", "IngestError", "IngestStage", "PackStats", "pack"]
+
+log = logging.getLogger(__name__)
+
+Ingested = tuple[bytes, bytes]  # (key = hubId, value)
+DeadLetter = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # (source key, value, headers)
+
+_MiB = 1 << 20
+_IN_FLIGHT = 3  # polls on their way at once, at-least-once
+
+
+class IngestError(StreamsError):
+    """A send or commit of the ingest stage failed or timed out: the stage stops."""
+
+
+@dataclass(slots=True)
+class PackStats:
+    """What one :func:`pack` call saw and produced."""
+
+    records: int = 0
+    events: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)  # this call's, by reason
+    ingested: int = 0
+    ingested_bytes: int = 0
+    offsets: dict[int, int] = field(default_factory=dict)  # source partition -> last offset + 1
+    carry: dict[str, int] = field(default_factory=dict)  # dead-letter counts no record carried yet
+
+
+@dataclass(slots=True)
+class IngestCounters:
+    """Running totals of an :class:`IngestStage`."""
+
+    polls: int = 0
+    records: int = 0
+    events: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    ingested: int = 0
+    ingested_bytes: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+
+    def add(self, stats: PackStats) -> None:
+        self.polls += 1
+        self.records += stats.records
+        self.events += stats.events
+        for reason, n in stats.dead_letters.items():
+            self.dead_letters[reason] = self.dead_letters.get(reason, 0) + n
+        self.ingested += stats.ingested
+        self.ingested_bytes += stats.ingested_bytes
+
+
+@dataclass(slots=True)
+class _Poll:
+    ingested: list[Ingested]
+    dead: list[DeadLetter]
+    stats: PackStats
+    offsets: dict[TopicPartition, int]  # last offset + 1 per source partition
+
+
+class _Chunk:
+    """The events of one future ingested record: one hub, one source partition."""
+
+    __slots__ = ("dropped", "events", "hub", "offsets", "raw", "times")
+
+    def __init__(self, hub: str) -> None:
+        self.hub = hub
+        self.offsets: list[int] = []
+        self.times: list[float] = []
+        self.events: list[dict[str, Any]] = []
+        self.raw = 0  # source bytes of its events: an estimate of the encoded size
+        self.dropped = 0
+
+
+def _encode(
+    chunk: _Chunk,
+    partition: int,
+    dead: dict[str, int],
+    wm: float | None,
+    max_bytes: int,
+    out: list[Ingested],
+) -> None:
+    """Append ``chunk`` as ingested records to ``out``: one record, or (when it encodes larger than
+    ``max_bytes`` and holds several source records) halves split between source records; ``dead``
+    goes on the first of them, ``wm`` on the last."""
+    value = encode_ingested(
+        IngestedBatch(
+            chunk.hub, partition, chunk.offsets, chunk.times, chunk.events, dead, chunk.dropped, wm=wm
+        )
+    )
+    offsets = chunk.offsets
+    if len(value) > max_bytes and offsets[0] != offsets[-1]:
+        mid = len(offsets) // 2
+        # The nearest source-record boundary to the middle (offsets repeat within one record).
+        cut = next(
+            (
+                i
+                for d in range(mid + 1)
+                for i in (mid - d, mid + d)
+                if 0 < i < len(offsets) and offsets[i] != offsets[i - 1]
+            ),
+            0,
+        )
+        if cut:
+            first, second = _Chunk(chunk.hub), _Chunk(chunk.hub)
+            first.offsets, second.offsets = offsets[:cut], offsets[cut:]
+            first.times, second.times = chunk.times[:cut], chunk.times[cut:]
+            first.events, second.events = chunk.events[:cut], chunk.events[cut:]
+            first.dropped = chunk.dropped
+            _encode(first, partition, dead, None, max_bytes, out)
+            _encode(second, partition, {}, wm, max_bytes, out)
+            return
+    out.append((chunk.hub.encode(), value))
+
+
+def _watermarks(chunks: list[tuple[int, _Chunk]], partitions: int) -> dict[int, float]:
+    """Chunk index -> ``wm`` of the last chunk of each worker partition (the ingested topic's
+    partition the default partitioner gives its hub): the largest event time of the poll's events
+    sent there."""
+    part_of: dict[str, int] = {}
+    last: dict[int, int] = {}
+    wms: dict[int, float] = {}
+    for i, (_, chunk) in enumerate(chunks):
+        hub = chunk.hub
+        out = part_of.get(hub)
+        if out is None:
+            out = part_of[hub] = (murmur2(hub.encode()) & 0x7FFFFFFF) % partitions
+        last[out] = i
+        t = max(chunk.times)
+        prev = wms.get(out)
+        if prev is None or t > prev:
+            wms[out] = t
+    return {i: wms[out] for out, i in last.items()}
+
+
+def pack(
+    records_by_partition: Mapping[int, Sequence[Any]],
+    *,
+    topic: str,
+    max_batch_events: int = 2000,
+    max_batch_bytes: int = 1_000_000,
+    carry: Mapping[str, int] | None = None,
+    partitions: int | None = None,
+) -> tuple[list[Ingested], list[DeadLetter], PackStats]:
+    """Decode, validate and pack one poll of ``topic`` (partition -> records in offset order; each
+    record has ``.partition``, ``.offset``, ``.key``, ``.value``, ``.timestamp`` in ms).
+
+    Returns the ingested records (one per hub and source partition, more when a hub has more than
+    ``max_batch_events`` events or ~``max_batch_bytes``; never splitting a source record's
+    events), the dead letters and the stats. ``carry`` (dead-letter counts a previous poll could
+    not attach to a record) and this poll's dead-letter counts ride on the first ingested record;
+    with no ingested record they come back in ``stats.carry``. With ``partitions`` (of the
+    ingested topic), the poll's last record for each of them carries ``wm`` (see
+    :mod:`streams.ingested`).
+    """
+    stats = PackStats()
+    ingested: list[Ingested] = []
+    dead_letters: list[DeadLetter] = []
+    reasons = stats.dead_letters
+    chunks: list[tuple[int, _Chunk]] = []  # in the order they fill up (per hub: source order)
+    raw_budget = max_batch_bytes // 2  # normalised events run ~1.5x their source bytes
+    n_records = 0
+    for partition, records in records_by_partition.items():
+        if not records:
+            continue
+        open_chunks: dict[str, _Chunk] = {}
+        open_get = open_chunks.get
+        n_records += len(records)
+        for rec in records:
+            value = rec.value
+            decoded = decode_events(value)
+            if decoded.invalid:
+                for invalid in decoded.invalid:
+                    dv = dlq_value(
+                        invalid,
+                        topic=topic,
+                        partition=partition,
+                        offset=rec.offset,
+                        key=rec.key,
+                        original=value,
+                        envelope=decoded.envelope,
+                    )
+                    reason = dv["reason"]
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                    dead_letters.append((rec.key, encode_dlq(dv), dlq_headers(dv)))
+            events = decoded.events
+            if not events:
+                continue
+            size = len(value)  # events came from it: not None
+            hub = events[0]["hubId"]
+            if len(events) == 1:  # the common case, kept lean: this loop runs per record
+                t = decoded.times[0]
+                if t is None:
+                    ts = rec.timestamp
+                    t = float(ts) if ts is not None else 0.0
+                chunk = open_get(hub)
+                if chunk is None or len(chunk.events) >= max_batch_events or chunk.raw + size > raw_budget:
+                    chunk = open_chunks[hub] = _Chunk(hub)
+                    chunks.append((partition, chunk))
+                chunk.offsets.append(rec.offset)
+                chunk.times.append(t)
+                chunk.events.append(events[0])
+                chunk.raw += size
+                if decoded.publisher_dropped:  # an envelope of one event
+                    chunk.dropped += decoded.publisher_dropped
+                continue
+            n, offset = len(events), rec.offset
+            times: list[Any] = decoded.times  # floats once the None are filled in
+            if None in times:
+                ts = rec.timestamp
+                fallback = float(ts) if ts is not None else 0.0
+                times = [fallback if t is None else t for t in times]
+            dropped = decoded.publisher_dropped
+            if all(ev["hubId"] == hub for ev in events):
+                groups = [(hub, events, times)]
+            else:  # events of several hubs in one record: split by hub (each keeps its offset)
+                by_hub: dict[str, tuple[list[dict[str, Any]], list[Any]]] = {}
+                for ev, t in zip(events, times, strict=True):
+                    group = by_hub.setdefault(ev["hubId"], ([], []))
+                    group[0].append(ev)
+                    group[1].append(t)
+                groups = [(h, evs, ts_) for h, (evs, ts_) in by_hub.items()]
+            for group_hub, group_events, group_times in groups:
+                k = len(group_events)
+                raw = size * k // n
+                chunk = open_get(group_hub)
+                if chunk is None or len(chunk.events) + k > max_batch_events or chunk.raw + raw > raw_budget:
+                    chunk = open_chunks[group_hub] = _Chunk(group_hub)
+                    chunks.append((partition, chunk))
+                chunk.offsets.extend([offset] * k)
+                chunk.times.extend(group_times)
+                chunk.events.extend(group_events)
+                chunk.raw += raw
+                chunk.dropped += dropped  # the publisher's report belongs to the envelope's (first) hub
+                dropped = 0
+        stats.offsets[partition] = records[-1].offset + 1
+    stats.records = n_records
+    stats.events = sum(len(chunk.events) for _, chunk in chunks)
+    dead = dict(carry or {})
+    for reason, n in reasons.items():
+        dead[reason] = dead.get(reason, 0) + n
+    wm_at = _watermarks(chunks, partitions) if partitions else {}
+    for i, (partition, chunk) in enumerate(chunks):
+        _encode(chunk, partition, dead, wm_at.get(i), max_batch_bytes, ingested)
+        dead = {}
+    stats.carry = dead
+    stats.ingested = len(ingested)
+    stats.ingested_bytes = sum(len(v) for _, v in ingested)
+    return ingested, dead_letters, stats
+
+
+@contextlib.contextmanager
+def _quiet_probe() -> Iterator[None]:
+    """aiokafka logs a refused InitProducerId at ERROR; with transactions='auto' a refusal is an
+    expected answer (we fall back and warn once), not an error (as producers/publisher.py)."""
+    loggers = [logging.getLogger(n) for n in ("aiokafka.producer.sender", "aiokafka.producer.producer")]
+    previous = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, previous, strict=True):
+            lg.setLevel(level)
+
+
+class IngestStage:
+    """Consume ``topics.events`` in batches, produce :func:`pack`'s output, commit the offsets.
+
+    ``start()`` (the producer first: a transactional one fences and aborts what a predecessor with
+    the same transactional id left open, before the consumer reads the committed offsets), then
+    ``run(stop_event)`` until the event is set (the poll in hand is finished and committed), then
+    ``stop()``. ``run`` raises :class:`IngestError` when a send or commit fails.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        settings: IngestSettings | None = None,
+        counters: IngestCounters | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self.settings = settings or IngestSettings()
+        self.counters = counters if counters is not None else IngestCounters()
+        self.transactional = False
+        self.transactional_id: str | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._carry: dict[str, int] = {}
+        self._last_log = time.monotonic()
+        self._logged = IngestCounters()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _producer_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            **self.kafka.aiokafka_kwargs(),
+            "client_id": f"{self.kafka.client_id}-ingest",
+            "acks": "all",
+            "linger_ms": s.linger_ms,
+            "compression_type": None if s.compression == "none" else s.compression,
+            "max_batch_size": _MiB,
+            "max_request_size": 4 * _MiB,
+        }
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        s = self.settings
+        if s.transactions in ("auto", "on"):
+            tid = f"{s.transactional_id}-{s.instance_id or uuid.uuid4().hex[:12]}"
+            producer = AIOKafkaProducer(
+                **self._producer_kwargs(),
+                transactional_id=tid,
+                transaction_timeout_ms=round(s.transaction_timeout_s * 1000),
+            )
+            try:
+                with _quiet_probe() if s.transactions == "auto" else contextlib.nullcontext():
+                    await asyncio.wait_for(producer.start(), s.send_timeout_s)
+            except Exception as exc:
+                await producer.stop()
+                if s.transactions == "on":
+                    raise IngestError(f"the broker refused a transactional producer: {exc!r}") from exc
+                log.warning(
+                    "ingest: the broker refused a transactional producer; at-least-once "
+                    "(sends acknowledged, then offsets committed)"
+                )
+            else:
+                self.transactional, self.transactional_id = True, tid
+                return producer
+        producer = AIOKafkaProducer(**self._producer_kwargs())
+        try:
+            await asyncio.wait_for(producer.start(), s.send_timeout_s)
+        except Exception as exc:
+            await producer.stop()
+            raise IngestError(f"could not start the producer: {exc!r}") from exc
+        return producer
+
+    async def start(self) -> IngestStage:
+        s = self.settings
+        self._producer = await self._start_producer()
+        consumer = AIOKafkaConsumer(
+            self.topics.events,
+            **self.kafka.aiokafka_kwargs(),  # type: ignore[arg-type]
+            client_id=f"{self.kafka.client_id}-ingest",
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=4 * _MiB,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+        )
+        try:
+            await consumer.start()
+        except Exception:
+            await self.stop()
+            raise
+        self._consumer = consumer
+        self._last_log = time.monotonic()
+        log.info(
+            "ingest: %s -> %s (group %s, %s)",
+            self.topics.events,
+            self.topics.ingested,
+            s.group_id,
+            f"transactional id {self.transactional_id}" if self.transactional else "at-least-once",
+        )
+        return self
+
+    async def stop(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        try:
+            if consumer is not None:
+                await consumer.stop()
+        finally:
+            if producer is not None:
+                await producer.stop()
+
+    async def __aenter__(self) -> IngestStage:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def run(self, stop_event: asyncio.Event | None = None) -> None:
+        """Poll, pack, produce, commit until ``stop_event`` is set (never, when None); then finish
+        the polls in hand (sent and committed) and return.
+
+        Pipelined: a poll is packed in a worker thread (so the event loop keeps the previous
+        polls' requests moving) while earlier polls are on their way. With transactions one poll
+        is in flight at a time (the next transaction begins once the previous one committed);
+        at-least-once, up to three are, and a poll's offsets are committed only after every
+        earlier poll's were, so no commit passes a poll that is not acknowledged."""
+        if self._consumer is None:
+            await self.start()
+        consumer = self._consumer
+        assert consumer is not None
+        stop = stop_event or asyncio.Event()
+        s = self.settings
+        inflight: collections.deque[asyncio.Task[PackStats]] = collections.deque()
+        try:
+            while not stop.is_set():
+                while inflight and inflight[0].done():
+                    await inflight.popleft()  # raises what stopped a delivery
+                batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records)
+                if batch:
+                    poll = await self._pack(batch)
+                    limit = 1 if self.transactional else _IN_FLIGHT
+                    while len(inflight) >= limit:
+                        await inflight.popleft()
+                    before = inflight[-1] if inflight else None
+                    inflight.append(asyncio.create_task(self._deliver(poll, before), name="ingest-deliver"))
+                now = time.monotonic()
+                if now - self._last_log >= s.log_interval_s:
+                    self._log_progress(now)
+            while inflight:
+                await inflight.popleft()
+        finally:
+            for task in inflight:
+                task.cancel()
+            for task in inflight:
+                with contextlib.suppress(BaseException):
+                    await task
+        self._log_progress(time.monotonic())
+
+    async def process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> PackStats:
+        """One poll, not pipelined: pack it, send everything, commit its offsets."""
+        return await self._deliver(await self._pack(batch), None)
+
+    async def _pack(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> _Poll:
+        producer = self._producer
+        assert producer is not None
+        s, topics = self.settings, self.topics
+        # The producer's view of the ingested topic, which its partitioner uses too (cached metadata).
+        partitions = len(await producer.partitions_for(topics.ingested))
+        ingested, dead, stats = await asyncio.to_thread(
+            pack,
+            {tp.partition: records for tp, records in batch.items()},
+            topic=topics.events,
+            max_batch_events=s.max_batch_events,
+            max_batch_bytes=s.max_batch_bytes,
+            carry=self._carry,
+            partitions=partitions,
+        )
+        # The counts ride on this poll's first record; if its delivery fails the stage stops.
+        self._carry = stats.carry
+        offsets = {tp: stats.offsets[tp.partition] for tp in batch if tp.partition in stats.offsets}
+        return _Poll(ingested, dead, stats, offsets)
+
+    async def _deliver(self, poll: _Poll, before: asyncio.Task[PackStats] | None) -> PackStats:
+        """Send a poll's records and commit its offsets: in its transaction, or (at-least-once)
+        once they are acknowledged and ``before`` (the previous poll's delivery) is done."""
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        ingested, dead, stats = poll.ingested, poll.dead, poll.stats
+        if self.transactional and before is not None:
+            await before
+        assigned = consumer.assignment()
+        offsets = {tp: o for tp, o in poll.offsets.items() if tp in assigned}
+        if len(offsets) < len(poll.offsets):
+            log.info(
+                "ingest: partitions revoked since the poll; not committing %s",
+                sorted(set(poll.offsets) - set(offsets)),
+            )
+        try:
+            async with asyncio.timeout(self.settings.send_timeout_s):
+                if self.transactional:
+                    await self._transact(producer, ingested, dead, offsets)
+                else:
+                    await self._send_all(producer, ingested, dead)
+        except Exception as exc:
+            if self.transactional:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.abort_transaction(), 5)
+            what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc!r}"
+            raise IngestError(
+                f"sending {stats.ingested} ingested records and {len(dead)} dead letters "
+                f"(offsets {_describe(offsets)}) {what}; nothing of this poll was committed"
+            ) from exc
+        if before is not None:
+            await before  # raises when an earlier poll failed: then nothing later is committed
+        self.counters.add(stats)
+        if not self.transactional and offsets:
+            await self._commit(consumer, offsets)
+        elif offsets:
+            self.counters.commits += 1
+        return stats
+
+    async def _send(
+        self, producer: AIOKafkaProducer, ingested: list[Ingested], dead: list[DeadLetter]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue every record of a poll (the default partitioner places them by key)."""
+        send, out_topic, dlq_topic = producer.send, self.topics.ingested, self.topics.dlq
+        futures = [await send(out_topic, value, key=key) for key, value in ingested]
+        for key, value, headers in dead:
+            futures.append(await send(dlq_topic, value, key=key, headers=headers))
+        return futures
+
+    async def _send_all(
+        self, producer: AIOKafkaProducer, ingested: list[Ingested], dead: list[DeadLetter]
+    ) -> None:
+        futures = await self._send(producer, ingested, dead)
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _transact(
+        self,
+        producer: AIOKafkaProducer,
+        ingested: list[Ingested],
+        dead: list[DeadLetter],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        await producer.begin_transaction()
+        futures = await self._send(producer, ingested, dead)
+        if offsets:  # its round trips overlap the produce requests
+            await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
+        if futures:
+            await asyncio.gather(*futures)
+        await producer.commit_transaction()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            async with asyncio.timeout(self.settings.send_timeout_s):
+                await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance: the new owner re-reads from the last commit (the worker deduplicates).
+            self.counters.commit_failures += 1
+            log.warning("ingest: commit of %s skipped (group rebalanced): %s", _describe(offsets), exc)
+        except (KafkaError, TimeoutError) as exc:
+            what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc!r}"
+            raise IngestError(f"committing offsets {_describe(offsets)} {what}") from exc
+        else:
+            self.counters.commits += 1
+
+    def _log_progress(self, now: float) -> None:
+        c, p = self.counters, self._logged
+        elapsed = max(now - self._last_log, 1e-9)
+        if c.records != p.records:
+            log.info(
+                "ingest: %d records, %d events (%.0f/s), %d dead letters -> %d ingested records (%.1f MiB)",
+                c.records - p.records,
+                c.events - p.events,
+                (c.events - p.events) / elapsed,
+                sum(c.dead_letters.values()) - sum(p.dead_letters.values()),
+                c.ingested - p.ingested,
+                (c.ingested_bytes - p.ingested_bytes) / _MiB,
+            )
+        self._logged = dataclasses.replace(c, dead_letters=dict(c.dead_letters))
+        self._last_log = now
+
+
+def _describe(offsets: Mapping[TopicPartition, int]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]={o}" for tp, o in sorted(offsets.items())) or "none"

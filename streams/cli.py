@@ -99,7 +99,7 @@ class IngestChild:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "ingest"],
             env=self.env,
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - prctl only, resolved before the fork
+            preexec_fn=die_with_parent(),  # prctl only, resolved before the fork
         )
 
     def _supervise(self) -> None:

@@ -393,6 +393,8 @@ class IngestStage:
         try:
             await consumer.start()
         except Exception:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
             await self.stop()
             raise
         self._consumer = consumer

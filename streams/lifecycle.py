@@ -103,7 +103,9 @@ class Lifecycle:
         while len(self) >= self.max_open:
             oldest_a = next(iter(self.armed.items()), None)
             oldest_c = next(iter(self.contests.items()), None)
-            if oldest_c is None or (oldest_a is not None and oldest_a[1].get("seen", 0) <= oldest_c[1].get("seen", 0)):
+            if oldest_c is None or (
+                oldest_a is not None and oldest_a[1].get("seen", 0) <= oldest_c[1].get("seen", 0)
+            ):
                 assert oldest_a is not None
                 del self.armed[oldest_a[0]]
                 ident = _A + oldest_a[0]

@@ -239,7 +239,14 @@ class Engine:
                 if fresh:
                     bad = InvalidEvent(IngestedRecordError(f"malformed ingested record: {exc}"))
                     self._dead_letter(
-                        out, [bad], topic=topic, partition=partition, offset=offset, key=key, value=value, envelope=False
+                        out,
+                        [bad],
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        key=key,
+                        value=value,
+                        envelope=False,
                     )
                 return groups, None
             assert batch is not None
@@ -377,7 +384,9 @@ class Engine:
             (lc.armed if ident[0] == "a" else lc.contests).pop(ident[2:], None)
             out.records.append((hub.encode(), orjson.dumps(dropped_record(hub, entry, "oversize"))))
             self.counters.state_bound("value_size")
-            log.warning("hub %r: lifecycle entry over %d bytes expired (lifecycle 'oversize')", hub, self.max_value)
+            log.warning(
+                "hub %r: lifecycle entry over %d bytes expired (lifecycle 'oversize')", hub, self.max_value
+            )
             if ident in hs.stored:
                 hs.stored.discard(ident)
                 tch.deletes.append(entry_key(hub, ident))

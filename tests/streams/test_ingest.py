@@ -562,3 +562,15 @@ async def test_cli_killed_mid_stream_loses_nothing(
     committed = await _committed(kafka_settings, topics.events, f"ingest-{unique}", topics.partitions)
     assert committed == _ends(where)
     assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("module", ["streams", "contest_telemetry"])
+def test_a_bad_setting_is_one_line_and_exit_1(module: str) -> None:
+    env = {**os.environ, "CT_INGEST_MAX_BATCH_EVENTS": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", module, "ingest"], cwd=ROOT, env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == [
+        "contest-telemetry: invalid setting CT_INGEST_MAX_BATCH_EVENTS='0': Input should be greater than or equal to 1"
+    ]

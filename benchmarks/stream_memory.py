@@ -1,8 +1,9 @@
 """Worker memory with many hubs: RSS of the stream engine holding 1,000 active hubs with 15
 retained closed windows each (the issue's budget: <= 512 MB), against the interpreter with the
-same modules imported and no state (the baseline), in one run.
+same modules imported and no state (the baseline), in one run; with ``--open-contests N``, also
+one hub holding N open (launched, unresolved) contests on top.
 
-    python benchmarks/stream_memory.py [--hubs 1000] [--windows 15] [--contests 40] [--json]
+    python benchmarks/stream_memory.py [--hubs 1000] [--windows 15] [--contests 40] [--open-contests 100000] [--json]
 
 The engine is driven in-process with a dict as its table (no broker), exactly as the faust agent
 drives it; every write the engine asks for is applied to the dict, as the changelog would hold it.
@@ -79,7 +80,17 @@ def _window_events(
     return events
 
 
-def measure(hubs: int, windows: int, contests: int, partitions: int = 4) -> dict[str, Any]:
+def _apply(store: dict[str, Any], writes: list[tuple[str, bytes | None]]) -> None:
+    for key, value in writes:  # as the changelog (and so the table) holds them: None deletes
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+
+
+def measure(
+    hubs: int, windows: int, contests: int, partitions: int = 4, open_contests: int = 0
+) -> dict[str, Any]:
     settings = WorkerSettings(window_s=60, grace_s=30, retained_windows=windows)
     store: dict[str, Any] = {}
     engine = Engine(settings, store)
@@ -104,8 +115,30 @@ def measure(hubs: int, windows: int, contests: int, partitions: int = 4) -> dict
             )
             offsets[partition] += 1
             events += len(batch)
-            for key, value in out.writes:
-                store[key] = value
+            _apply(store, out.writes)
+    big_writes = 0
+    for first in range(0, open_contests, 500):
+        at = BASE_MS + (windows + 1) * settings.window_ms
+        batch = [
+            {
+                "message": "telemetry.contest.launched",
+                "timestamp": _iso(at + c / 1000),
+                "hubId": "hub-big",
+                "roomId": f"room-{c % 97}",
+                "contestKey": f"open-{c}",
+                "contestId": f"open-{c}",
+                "participantCount": 2,
+                "participantCapacity": 4,
+                "armingDurationMs": 1500.0,
+                "moderationTags": ["hub-pvp"],
+            }
+            for c in range(first, min(first + 500, open_contests))
+        ]
+        out = engine.process(0, offsets[0], b"hub-big", encode_envelope("hub-big", batch), None)
+        offsets[0] += 1
+        events += len(batch)
+        big_writes += sum(len(v) for _, v in out.writes if v is not None)
+        _apply(store, out.writes)
     snapshot = engine.snapshot()
     gc.collect()
     rss, peak = _rss_mb()
@@ -126,6 +159,11 @@ def measure(hubs: int, windows: int, contests: int, partitions: int = 4) -> dict
         "peak_rss_mb": round(peak, 1),
         "state_rss_mb": round(rss - baseline_rss, 1),
         "budget_mb": 512,
+        "open_contests": len(engine.hubs["hub-big"].lifecycle) if open_contests else 0,
+        "open_contests_state_bytes_per_event": round(big_writes / open_contests, 1)
+        if open_contests
+        else None,
+        "largest_state_value_bytes": max((len(v) for v in store.values() if isinstance(v, bytes)), default=0),
     }
 
 
@@ -134,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hubs", type=int, default=1000)
     parser.add_argument("--windows", type=int, default=15)
     parser.add_argument("--contests", type=int, default=40, help="resolved contests per hub and window")
+    parser.add_argument("--open-contests", type=int, default=0, help="open contests of one more hub")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    report = measure(args.hubs, args.windows, args.contests)
+    report = measure(args.hubs, args.windows, args.contests, open_contests=args.open_contests)
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:

@@ -34,7 +34,9 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec(topics.records, n, rf),
         TopicSpec(topics.windows, n, rf),
         # Same count as the input: a hub keyed by hubId lands on the same partition number.
-        TopicSpec(topics.ingested, n, rf),
+        # A packed record is at most ~1 MB (CT_INGEST_MAX_BATCH_BYTES) but one source record is
+        # never split, and its normalised events are up to ~1.5x its size: room for that.
+        TopicSpec(topics.ingested, n, rf, {"max.message.bytes": str(4 * 1024 * 1024)}),
     ]
 
 

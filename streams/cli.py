@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -76,12 +78,16 @@ class IngestChild:
     again after a second when it exits while the worker runs; a larger deployment runs
     ``contest-telemetry ingest`` on its own and the workers with ``CT_WORKER_INGEST=none``."""
 
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings) -> None:
-        # The worker's flags override its environment: hand them on.
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, data_dir: Path) -> None:
+        # The worker's flags override its environment: hand them on. The instance id (the
+        # transactional id's suffix) is stable per worker data dir, so a restarted child fences
+        # its killed predecessor's open transaction at once instead of after its timeout.
+        instance = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:12]
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "CT_TOPIC_PARTITIONS": str(topics.partitions),
+            "CT_INGEST_INSTANCE_ID": os.environ.get("CT_INGEST_INSTANCE_ID") or f"worker-{instance}",
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -153,7 +159,7 @@ def run_worker(
     worker.spinner = None
     child = None
     if settings.source == "ingested" and settings.ingest == "child":
-        child = IngestChild(kafka, topics).start()
+        child = IngestChild(kafka, topics, settings.data_dir).start()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

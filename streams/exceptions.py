@@ -7,7 +7,12 @@ from contest_telemetry.schema.exceptions import SchemaError
 
 __all__ = [
     "IngestedRecordError",
-    "RereadError", "SketchError", "StateError", "StreamsConfigError", "StreamsError"]
+    "RereadError",
+    "SketchError",
+    "StateError",
+    "StreamsConfigError",
+    "StreamsError",
+]
 
 
 class StreamsError(ContestTelemetryError):

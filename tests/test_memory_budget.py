@@ -1,4 +1,5 @@
-"""Issue budget: a worker's state for 1,000 active hubs with 15 retained windows each fits in 512 MB.
+"""Issue budget: a worker's state for 1,000 active hubs with 15 retained windows each, plus one hub
+holding 100,000 open contests, fits in 512 MB.
 
 Runs benchmarks/stream_memory.py in a fresh process (so the RSS is the engine's, not pytest's).
 """
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def test_thousand_hubs_with_fifteen_windows_fit_the_memory_budget() -> None:
+def test_thousand_hubs_and_a_hundred_thousand_open_contests_fit_the_memory_budget() -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -28,6 +29,8 @@ def test_thousand_hubs_with_fifteen_windows_fit_the_memory_budget() -> None:
             "15",
             "--contests",
             "10",
+            "--open-contests",
+            "100000",
             "--json",
         ],
         capture_output=True,
@@ -40,4 +43,6 @@ def test_thousand_hubs_with_fifteen_windows_fit_the_memory_budget() -> None:
     report = json.loads(result.stdout)
     assert report["hubs_in_snapshot"] == 1000
     assert report["retained_windows_min"] == report["retained_windows_max"] == 15
+    assert report["open_contests"] == 100_000
+    assert report["largest_state_value_bytes"] < 512 * 1024
     assert report["peak_rss_mb"] <= 512, report

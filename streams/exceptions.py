@@ -6,7 +6,7 @@ from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
 from contest_telemetry.schema.exceptions import SchemaError
 
 __all__ = [
-    "IngestedRecordError",
+    "ProcessingError",
     "RereadError",
     "SketchError",
     "StateError",
@@ -46,7 +46,10 @@ class RereadError(StreamsError):
         )
 
 
-class IngestedRecordError(SchemaError):
-    """A record on the ingest stage's internal topic that is not what the stage writes."""
+class ProcessingError(SchemaError):
+    """A record that could not be processed: a record on the ingest stage's internal topic that
+    is not what the stage writes, or any unexpected exception while handling one record (the
+    last-resort guard: the record is dead-lettered with the exception's text, never retried in a
+    loop)."""
 
     reason = "processing"

@@ -58,6 +58,7 @@ _ALLOWED: dict[int, tuple[type, ...]] = {
 
 _fromisoformat = datetime.fromisoformat
 _isfinite = math.isfinite
+_MAX_MILLIS, _MAX_COUNT, _MIN_TIME = _events.MAX_MILLIS, _events.MAX_COUNT, _events.MIN_EVENT_TIME_MS
 
 
 @dataclass(slots=True)
@@ -93,6 +94,7 @@ class _Plan:
     lists: tuple[str, ...]
     level: bool
     timestamp: bool
+    ints: tuple[str, ...] = ()  # int counts: also <= MAX_COUNT
 
 
 def _plain_validator(metadata: Any) -> str | None:
@@ -206,6 +208,7 @@ def _compile(spec: _Spec, keys: tuple[str, ...], types: tuple[type, ...]) -> _Pl
     finite: list[str] = []
     float_counts: list[str] = []
     lists: list[str] = []
+    ints: list[str] = []
     level = timestamp = False
     for key, t in zip(keys, types, strict=True):
         kind = spec.kinds.get(key)
@@ -220,7 +223,11 @@ def _compile(spec: _Spec, keys: tuple[str, ...], types: tuple[type, ...]) -> _Pl
             if t is float:
                 finite.append(key)
         elif kind in (_COUNT, _OPT_COUNT):
-            (float_counts if t is float else nonneg).append(key)
+            if t is float:
+                float_counts.append(key)
+            else:
+                nonneg.append(key)
+                ints.append(key)
         elif kind == _OPT_LIST_STR:
             lists.append(key)
         elif kind == _LEVEL:
@@ -236,6 +243,7 @@ def _compile(spec: _Spec, keys: tuple[str, ...], types: tuple[type, ...]) -> _Pl
         tuple(lists),
         level,
         timestamp,
+        tuple(ints),
     )
 
 
@@ -265,22 +273,30 @@ def fast_event(obj: Any) -> tuple[dict[str, Any], float | None] | None:
     for key in plan.finite:
         if not _isfinite(obj[key]):
             return None
+    for key in plan.nonneg:
+        if obj[key] > _MAX_MILLIS:
+            return None
+    for key in plan.ints:
+        if obj[key] > _MAX_COUNT:
+            return None
     if plan.level and obj["level"] not in _LEVELS:
         return None
     t_ms: float | None = None
     if plan.timestamp:
         try:
             parsed = _fromisoformat(obj["timestamp"])
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            t_ms = parsed.timestamp() * 1000.0
+        except (ValueError, OverflowError, OSError):
             return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        t_ms = parsed.timestamp() * 1000.0
+        if not _MIN_TIME <= t_ms <= _MAX_MILLIS:
+            return None
     event = plan.template.copy()
     event.update(obj)
     for key in plan.float_counts:
         v = obj[key]
-        if not (_isfinite(v) and v >= 0 and v.is_integer()):
+        if not (_isfinite(v) and 0 <= v <= _MAX_COUNT and v.is_integer()):
             return None
         event[key] = int(v)
     for key in plan.lists:

@@ -32,10 +32,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
 
+from contest_telemetry.schema import InvalidEvent
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
-from streams.exceptions import StreamsError
-from streams.fastdecode import decode_events
+from streams.exceptions import ProcessingError, StreamsError
+from streams.fastdecode import Decoded, decode_events
 from streams.ingested import IngestedBatch, encode_ingested
 from streams.settings import IngestSettings
 
@@ -208,7 +209,15 @@ def pack(
         n_records += len(records)
         for rec in records:
             value = rec.value
-            decoded = decode_events(value)
+            try:
+                decoded = decode_events(value)
+            except Exception as exc:  # the last-resort guard: never a crash loop on one record
+                log.error(
+                    "%s[%d]@%d: decoding failed, record dead-lettered: %r", topic, partition, rec.offset, exc
+                )
+                decoded = Decoded(
+                    invalid=[InvalidEvent(ProcessingError(f"{type(exc).__name__}: {exc}"[:2000]))]
+                )
             if decoded.invalid:
                 for invalid in decoded.invalid:
                     dv = dlq_value(

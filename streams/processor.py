@@ -31,7 +31,7 @@ from sinks.prometheus.counters import CounterSink
 from sinks.prometheus.source import HubWindowView, PipelineSnapshot
 from streams.counters import NullCounters
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
-from streams.exceptions import IngestedRecordError
+from streams.exceptions import ProcessingError, StateError
 from streams.fastdecode import decode_events
 from streams.ingested import INGESTED_MESSAGE, parse_ingested
 from streams.lifecycle import NO_EFFECT, dropped_record
@@ -237,7 +237,7 @@ class Engine:
                 batch = parse_ingested(orjson.loads(value))
             except (orjson.JSONDecodeError, ValueError) as exc:
                 if fresh:
-                    bad = InvalidEvent(IngestedRecordError(f"malformed ingested record: {exc}"))
+                    bad = InvalidEvent(ProcessingError(f"malformed ingested record: {exc}"))
                     self._dead_letter(
                         out,
                         [bad],
@@ -299,6 +299,52 @@ class Engine:
         value: bytes | None,
         timestamp_ms: float | None = None,
         topic: str | None = None,
+    ) -> Outputs:
+        """What one record changes (see the module docstring). Never raises for what a record
+        holds: an unexpected exception dead-letters the record (reason ``processing``, the
+        exception's text), the caches are dropped (the table, not yet written, is the truth) and
+        the partition moves past the record. Undecodable *state* (:class:`StateError`) raises."""
+        try:
+            return self._process(partition, offset, key, value, timestamp_ms, topic)
+        except StateError:
+            raise
+        except Exception as exc:
+            log.error(
+                "%s[%d]@%d: processing failed, record dead-lettered: %r",
+                topic or self.source_topic,
+                partition,
+                offset,
+                exc,
+            )
+            self.reset()
+            out = Outputs()
+            part = self._part(partition)
+            if offset <= part.applied:
+                out.skipped = True
+                return out
+            bad = InvalidEvent(ProcessingError(f"{type(exc).__name__}: {exc}"[:2000]))
+            self._dead_letter(
+                out,
+                [bad],
+                topic=topic or self.source_topic,
+                partition=partition,
+                offset=offset,
+                key=key,
+                value=value,
+                envelope=False,
+            )
+            part.applied = offset
+            out.writes.append((part_key(partition), part.to_bytes()))
+            return out
+
+    def _process(
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: float | None,
+        topic: str | None,
     ) -> Outputs:
         out = Outputs()
         if not self.loaded:

@@ -18,6 +18,9 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "EVENT_MESSAGES",
     "FINAL_MESSAGES",
+    "MAX_COUNT",
+    "MAX_MILLIS",
+    "MIN_EVENT_TIME_MS",
     "AnyContestEvent",
     "ContestArmed",
     "ContestEventBase",
@@ -26,10 +29,20 @@ __all__ = [
     "ContestResolved",
     "ContestWorkflowFailed",
     "ContestWorkflowStarted",
+    "iso_time_ms",
     "short_type",
 ]
 
 PREFIX = "telemetry.contest."
+
+# Bounds on numbers and times (every value the pipeline computes with stays representable: in a
+# datetime, in a 64-bit JSON integer, in a sketch). A value beyond them is a validation error.
+MAX_MILLIS = 253_402_300_799_999
+"""Largest epoch time or duration in ms: 9999-12-31T23:59:59.999Z."""
+MIN_EVENT_TIME_MS = -62_135_596_800_000
+"""Earliest ``timestamp``: 0001-01-01T00:00:00Z (``timestamp`` may be before 1970, raw times may not)."""
+MAX_COUNT = 1_000_000
+"""Largest participant count, capacity, complication count or schema version."""
 
 
 def _non_negative_number(value: Any) -> int | float:
@@ -39,6 +52,8 @@ def _non_negative_number(value: Any) -> int | float:
         raise ValueError("must be a finite number")
     if value < 0:
         raise ValueError(f"must be >= 0, got {value}")
+    if value > MAX_MILLIS:
+        raise ValueError(f"must be <= {MAX_MILLIS}, got {value}")
     return value
 
 
@@ -47,8 +62,25 @@ def _non_negative_int(value: Any) -> int:
     if isinstance(number, float):
         if not number.is_integer():
             raise ValueError(f"must be a whole number, got {number}")
-        return int(number)
+        number = int(number)
+    if number > MAX_COUNT:
+        raise ValueError(f"must be <= {MAX_COUNT}, got {number}")
     return number
+
+
+def iso_time_ms(value: str) -> float:
+    """Epoch ms of an ISO-8601 date-time (naive times are UTC); ValueError when it is not one or
+    falls outside years 1-9999 in UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ms = parsed.timestamp() * 1000.0
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"must be an ISO-8601 date-time, got {value[:64]!r}") from None
+    if not MIN_EVENT_TIME_MS <= ms <= MAX_MILLIS:
+        raise ValueError(f"must be in years 1-9999 UTC, got {value[:64]!r}")
+    return ms
 
 
 def _non_empty_str(value: Any) -> str:
@@ -84,7 +116,7 @@ class ContestEventBase(BaseModel):
     contest_key: Id
     # Added by this project (never required: hubs that predate them stay valid).
     event_id: str | None = None
-    schema_version: int | None = None
+    schema_version: Count | None = None
     # Raw lifecycle times, where a producer has them.
     created_at: Millis | None = None
     started_at: Millis | None = None
@@ -98,10 +130,7 @@ class ContestEventBase(BaseModel):
     @classmethod
     def _iso_timestamp(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                datetime.fromisoformat(value)
-            except ValueError:
-                raise ValueError(f"must be an ISO-8601 date-time, got {value[:64]!r}") from None
+            iso_time_ms(value)
         return value
 
     def to_wire(self) -> dict[str, Any]:
@@ -110,12 +139,7 @@ class ContestEventBase(BaseModel):
 
     def event_time_ms(self) -> float | None:
         """Epoch ms of ``timestamp`` (naive times are UTC), or None when absent."""
-        if self.timestamp is None:
-            return None
-        parsed = datetime.fromisoformat(self.timestamp)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp() * 1000.0
+        return None if self.timestamp is None else iso_time_ms(self.timestamp)
 
 
 class _Tagged(BaseModel):

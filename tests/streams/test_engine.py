@@ -352,3 +352,57 @@ def test_one_hub_with_100k_open_contests() -> None:
     # Reloaded from the per-contest entries, and the bound (CT_WORKER_MAX_OPEN_CONTESTS) holds.
     assert len(h.engine.hubs["big"].lifecycle) == 100_000
     assert [r["contestKey"] for r in h.records if r["lifecycle"] == "overflow"] == ["k0"]
+
+
+def test_an_exception_on_one_record_dead_letters_it_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last-resort guard: whatever goes wrong inside one record (here an injected bug that
+    fires for one hub) dead-letters that record with reason 'processing'; the caches reload from
+    the table, the partition moves on, and the other hubs' windows still equal the reference."""
+    from streams.lifecycle import Lifecycle
+
+    real = Lifecycle.apply
+
+    def apply(self: Lifecycle, hub: str, ev: dict, t: float):  # type: ignore[no-untyped-def]
+        if hub == "boom":
+            raise RuntimeError("injected")
+        return real(self, hub, ev, t)
+
+    monkeypatch.setattr(Lifecycle, "apply", apply)
+    events = make_events(hubs=2, contests_per_hub=60, span_ms=240_000, seed=8)
+    recs = envelopes(events, per=10)
+    boom = dict(events[0], hubId="boom")
+    h = Harness()
+    for i, (hub, value) in enumerate(recs):
+        h.feed(0, hub, value)
+        if i == len(recs) // 2:
+            out = h.feed(0, "boom", orjson.dumps(boom))
+            assert [w for w in out.writes if not w[0].startswith("p:")] == []
+            again = h.engine.process(0, h.offsets[0] - 1, b"boom", orjson.dumps(boom), 0.0)
+            assert again.skipped and not again.dlq  # no loop: the partition is past it
+    _tick(h, 0, T0 + 3_600_000)
+    assert [(d["reason"], "injected" in d["error"]) for d in h.dlq] == [("processing", True)]
+    assert check_all(_results(h, T0 + 3_000_000), reference_windows(events)) == []
+
+
+@pytest.mark.parametrize(
+    "extreme",
+    [
+        {"participantCount": 1e20},
+        {"participantCount": 2.0**64},
+        {"timestamp": "0001-01-01T00:00:00+01:00"},
+        {"timestamp": "9999-12-31T23:59:59-05:00"},
+        {"createdAt": 1e300},
+        {"armingDurationMs": 2.6e14},
+    ],
+)
+def test_valid_looking_extremes_are_dead_lettered(extreme: dict) -> None:
+    events = make_events(hubs=1, contests_per_hub=30, span_ms=120_000, seed=6)
+    h = Harness()
+    for hub, value in envelopes(events[:40], per=10):
+        h.feed(0, hub, value)
+    h.feed(0, "hub-0", orjson.dumps({**events[1], **extreme}))
+    for hub, value in envelopes(events[40:], per=10):
+        h.feed(0, hub, value)
+    _tick(h, 0, T0 + 3_600_000)
+    assert [d["reason"] for d in h.dlq] == ["validation"]
+    assert check_all(_results(h, T0 + 3_000_000), reference_windows(events)) == []

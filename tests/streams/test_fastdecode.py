@@ -25,10 +25,14 @@ from streams.fastdecode import FAST_MESSAGES, decode_events, fast_event, normali
 
 P = "telemetry.contest."
 
-_NUMBERS = [0, 1, 17, 1_762_243_200_000, 0.0, 2.5, 1.762243200123e12, 3.0]
-_BAD_NUMBERS: list[Any] = [-1, -0.5, True, False, "5", None, [1], {"a": 1}, math.nan, math.inf, -math.inf]
-_COUNTS = [0, 1, 2, 5, 2.0, 0.0]
-_BAD_COUNTS: list[Any] = [-1, 2.5, True, "2", math.nan, math.inf, -2.0, [2]]
+_NUMBERS = [0, 1, 17, 1_762_243_200_000, 0.0, 2.5, 1.762243200123e12, 3.0, 253_402_300_799_999]
+# Valid-looking extremes (issue: they crash-looped the worker) are validation errors on both paths.
+_BAD_NUMBERS: list[Any] = [
+    *(-1, -0.5, True, False, "5", None, [1], {"a": 1}, math.nan, math.inf, -math.inf),
+    *(253_402_300_800_000, 1e300, 2.0**64),
+]
+_COUNTS = [0, 1, 2, 5, 2.0, 0.0, 1_000_000]
+_BAD_COUNTS: list[Any] = [-1, 2.5, True, "2", math.nan, math.inf, -2.0, [2], 1_000_001, 1e20, 2.0**64]
 _TIMESTAMPS = [
     "2025-11-04T08:00:00.123Z",
     "2025-11-04T08:00:00+02:00",
@@ -44,6 +48,8 @@ _BAD_TIMESTAMPS: list[Any] = [
     1_762_243_200_000,
     True,
     ["2025-11-04"],
+    "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+    "9999-12-31T23:59:59-05:00",  # after year 9999 in UTC
 ]
 
 _OPTIONAL: dict[str, list[Any]] = {
@@ -51,7 +57,7 @@ _OPTIONAL: dict[str, list[Any]] = {
     "level": ["info", "error"],
     "roomId": ["room-1", "", None],
     "eventId": ["e-1", None],
-    "schemaVersion": [1, 2, None],
+    "schemaVersion": [1, 2, None, 1_000_000],
     "createdAt": [*_NUMBERS, None],
     "startedAt": [*_NUMBERS, None],
     "resolvedAt": [*_NUMBERS, None],

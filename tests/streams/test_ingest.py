@@ -574,3 +574,26 @@ def test_a_bad_setting_is_one_line_and_exit_1(module: str) -> None:
     assert done.stderr.decode().splitlines() == [
         "contest-telemetry: invalid setting CT_INGEST_MAX_BATCH_EVENTS='0': Input should be greater than or equal to 1"
     ]
+
+
+def test_pack_dead_letters_a_record_whose_decoding_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last-resort guard of the ingest stage: an unexpected exception on one record sends it to
+    the DLQ with reason 'processing' and the records beside it are packed as usual."""
+    import streams.ingest as ingest_mod
+
+    real = ingest_mod.decode_events
+
+    def decode(value: bytes | None) -> Any:
+        if value == b'{"boom":1}':
+            raise RuntimeError("injected")
+        return real(value)
+
+    monkeypatch.setattr(ingest_mod, "decode_events", decode)
+    good = {"message": "telemetry.contest.armed", "hubId": "h", "contestKey": "k"}
+    recs = [_single(0, 0, good), Rec(0, 1, b"h", b'{"boom":1}', 0), _single(0, 2, good)]
+    ingested, dead, stats = pack({0: recs}, topic="contest.events")
+    assert [orjson.loads(v)["offsets"] for _, v in ingested] == [[0, 2]]
+    [(_, value, _headers)] = dead
+    dl = orjson.loads(value)
+    assert dl["reason"] == "processing" and "injected" in dl["error"] and dl["source"]["offset"] == 1
+    assert stats.offsets == {0: 3}

@@ -34,7 +34,7 @@ import orjson
 from contest_telemetry.schema import ENVELOPE_MESSAGE, ContestEventBase, InvalidEvent, decode_record
 from contest_telemetry.schema import events as _events
 
-__all__ = ["FAST_MESSAGES", "Decoded", "decode_events", "fast_event", "normalise"]
+__all__ = ["FAST_MESSAGES", "Decoded", "decode_events", "fast_event", "normalise", "screen_event_times"]
 
 # Field kinds.
 _MESSAGE, _ID, _STR, _OPT_STR, _OPT_INT, _OPT_LIST_STR, _OPT_STR_INT = range(7)
@@ -352,3 +352,38 @@ def decode_events(data: bytes | str | None) -> Decoded:
         append(fast[0])
         append_time(fast[1])
     return out
+
+
+def screen_event_times(
+    decoded: Decoded, record_ms: float | None, max_future_ms: float | None, max_past_ms: float | None
+) -> None:
+    """Move the events whose time is more than ``max_future_ms`` ahead of (or ``max_past_ms``
+    behind) ``record_ms`` (their Kafka record's timestamp) to ``decoded.invalid``
+    (:class:`~contest_telemetry.schema.EventTimeError`, with their index in an envelope).
+    Events without a timestamp, and records without one, always pass."""
+    if record_ms is None or record_ms <= 0 or (max_future_ms is None and max_past_ms is None):
+        return
+    hi = record_ms + max_future_ms if max_future_ms is not None else math.inf
+    lo = record_ms - max_past_ms if max_past_ms is not None else -math.inf
+    times = decoded.times
+    bad = [i for i, t in enumerate(times) if t is not None and not lo <= t <= hi]
+    if not bad:
+        return
+    from contest_telemetry.schema import EventTimeError, FieldError
+
+    # An event's place in its envelope: valid events fill the places the invalid ones left.
+    taken = {inv.index for inv in decoded.invalid}
+    places = [i for i in range(len(times) + len(taken)) if i not in taken][: len(times)]
+    for i in reversed(bad):
+        ev, t = decoded.events.pop(i), times.pop(i)
+        assert t is not None
+        ahead = (t - record_ms) / 1000.0
+        error = EventTimeError(
+            f"{ev['message']}: timestamp: {ahead:+.0f} s from the record's timestamp",
+            [
+                FieldError(
+                    "timestamp", f"{ahead:+.0f} s from the record's timestamp, beyond the allowed window"
+                )
+            ],
+        )
+        decoded.invalid.append(InvalidEvent(error, places[i] if decoded.envelope else None, ev))

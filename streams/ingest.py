@@ -36,9 +36,9 @@ from contest_telemetry.schema import InvalidEvent
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
 from streams.exceptions import ProcessingError, StreamsError
-from streams.fastdecode import Decoded, decode_events
+from streams.fastdecode import Decoded, decode_events, screen_event_times
 from streams.ingested import IngestedBatch, encode_ingested
-from streams.settings import IngestSettings
+from streams.settings import EventTimeSettings, IngestSettings
 
 __all__ = ["IngestCounters", "IngestError", "IngestStage", "PackStats", "pack"]
 
@@ -182,6 +182,7 @@ def pack(
     max_batch_bytes: int = 1_000_000,
     carry: Mapping[str, int] | None = None,
     partitions: int | None = None,
+    event_time: tuple[float | None, float | None] = (None, None),
 ) -> tuple[list[Ingested], list[DeadLetter], PackStats]:
     """Decode, validate and pack one poll of ``topic`` (partition -> records in offset order; each
     record has ``.partition``, ``.offset``, ``.key``, ``.value``, ``.timestamp`` in ms).
@@ -192,8 +193,10 @@ def pack(
     not attach to a record) and this poll's dead-letter counts ride on the first ingested record;
     with no ingested record they come back in ``stats.carry``. With ``partitions`` (of the
     ingested topic), the poll's last record for each of them carries ``wm`` (see
-    :mod:`streams.ingested`).
+    :mod:`streams.ingested`). ``event_time`` (most ms ahead of, behind the record's timestamp;
+    :class:`streams.settings.EventTimeSettings`) dead-letters events out of that window.
     """
+    max_future, max_past = event_time
     stats = PackStats()
     ingested: list[Ingested] = []
     dead_letters: list[DeadLetter] = []
@@ -218,6 +221,7 @@ def pack(
                 decoded = Decoded(
                     invalid=[InvalidEvent(ProcessingError(f"{type(exc).__name__}: {exc}"[:2000]))]
                 )
+            screen_event_times(decoded, rec.timestamp, max_future, max_past)
             if decoded.invalid:
                 for invalid in decoded.invalid:
                     dv = dlq_value(
@@ -328,10 +332,12 @@ class IngestStage:
         topics: TopicSettings,
         settings: IngestSettings | None = None,
         counters: IngestCounters | None = None,
+        event_time: EventTimeSettings | None = None,
     ) -> None:
         self.kafka = kafka
         self.topics = topics
         self.settings = settings or IngestSettings()
+        self.event_time = (event_time or EventTimeSettings()).window_ms()
         self.counters = counters if counters is not None else IngestCounters()
         self.transactional = False
         self.transactional_id: str | None = None
@@ -493,6 +499,7 @@ class IngestStage:
             max_batch_bytes=s.max_batch_bytes,
             carry=self._carry,
             partitions=partitions,
+            event_time=self.event_time,
         )
         # The counts ride on this poll's first record; if its delivery fails the stage stops.
         self._carry = stats.carry

@@ -32,10 +32,10 @@ from sinks.prometheus.source import HubWindowView, PipelineSnapshot
 from streams.counters import NullCounters
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
 from streams.exceptions import ProcessingError, StateError
-from streams.fastdecode import decode_events
+from streams.fastdecode import decode_events, screen_event_times
 from streams.ingested import INGESTED_MESSAGE, parse_ingested
 from streams.lifecycle import NO_EFFECT, dropped_record
-from streams.settings import WorkerSettings
+from streams.settings import EventTimeSettings, WorkerSettings
 from streams.state import (
     HubState,
     PartState,
@@ -104,8 +104,11 @@ class Engine:
         store: Store,
         counters: CounterSink | None = None,
         source_topic: str = "contest.events",
+        event_time: EventTimeSettings | None = None,
     ) -> None:
         self.settings = settings
+        # Checked where this engine validates events itself (records of contest.events).
+        self.event_time = (event_time or EventTimeSettings()).window_ms()
         self.store = store
         self.counters: CounterSink = counters or NullCounters()
         self.source_topic = source_topic
@@ -259,6 +262,7 @@ class Engine:
                 groups[batch.hub] = (batch.partition, batch.events, batch.times, batch.offsets)
             return groups, batch.wm
         decoded = decode_events(value)
+        screen_event_times(decoded, timestamp_ms, *self.event_time)
         if fresh and decoded.invalid:
             self._dead_letter(
                 out,

@@ -118,6 +118,37 @@ class WorkerSettings(BaseSettings):
         return round(self.lifecycle_ttl_s * 1000)
 
 
+class EventTimeSettings(BaseSettings):
+    """How far an event's time may be from its Kafka record's timestamp (env prefix
+    ``CT_EVENT_TIME_``); checked where events are validated (the ingest stage, or the worker
+    reading contest.events itself). Beyond it the event is dead-lettered with reason
+    ``event_time``: a hub clock far ahead would otherwise move the watermark and make every other
+    hub's events late. Events without a ``timestamp`` take the record's and always pass."""
+
+    model_config = SettingsConfigDict(env_prefix="CT_EVENT_TIME_", extra="ignore")
+
+    max_future_s: float | None = Field(
+        default=300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Most seconds an event may be ahead of its record's timestamp (unset: no limit).",
+    )
+    max_past_s: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Most seconds an event may be behind its record's timestamp (unset: no limit; "
+        "late events are counted by the worker, and backfills are old by design).",
+    )
+
+    def window_ms(self) -> tuple[float | None, float | None]:
+        """(most ms ahead, most ms behind), None for no limit."""
+        return (
+            None if self.max_future_s is None else self.max_future_s * 1000.0,
+            None if self.max_past_s is None else self.max_past_s * 1000.0,
+        )
+
+
 class IngestSettings(BaseSettings):
     """The ingest stage (``contest-telemetry ingest``): contest.events -> the ingested topic
     (env prefix ``CT_INGEST_``)."""

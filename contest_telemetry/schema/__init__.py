@@ -28,6 +28,7 @@ from contest_telemetry.schema.events import (
 )
 from contest_telemetry.schema.exceptions import (
     EventDecodeError,
+    EventTimeError,
     EventValidationError,
     FieldError,
     SchemaError,
@@ -47,6 +48,7 @@ __all__ = [
     "ContestWorkflowStarted",
     "DecodedRecord",
     "EventDecodeError",
+    "EventTimeError",
     "EventValidationError",
     "FieldError",
     "InvalidEvent",

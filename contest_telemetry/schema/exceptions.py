@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from contest_telemetry.exceptions import ContestTelemetryError
 
-__all__ = ["EventDecodeError", "EventValidationError", "FieldError", "SchemaError"]
+__all__ = ["EventDecodeError", "EventTimeError", "EventValidationError", "FieldError", "SchemaError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +40,10 @@ class EventValidationError(SchemaError):
     """The JSON object is not a valid contest event; ``errors`` says which field and why."""
 
     reason = "validation"
+
+
+class EventTimeError(SchemaError):
+    """A valid event whose time is too far from its Kafka record's timestamp (a clock far ahead
+    would move the watermark and make every other hub's events late)."""
+
+    reason = "event_time"

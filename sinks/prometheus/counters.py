@@ -49,7 +49,7 @@ ARMING_BUCKETS_MS: tuple[float, ...] = (
 RESOLUTION_BUCKETS_MS: tuple[float, ...] = (50, 100, 200, 400, 600, 800, 1_000, 2_000, 5_000)
 
 EVENT_TYPES = ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
-INVALID_REASONS = ("decode", "validation", "envelope")
+INVALID_REASONS = ("decode", "validation", "envelope", "event_time", "processing")
 # streams/state.py: each bound on the worker's state, counted when it acts (docs/metrics.md).
 STATE_BOUNDS = ("open_contests", "sketch_buckets", "idle_hubs", "value_size", "participant_histogram")
 _MESSAGE_PREFIX = "telemetry.contest."

@@ -406,3 +406,32 @@ def test_valid_looking_extremes_are_dead_lettered(extreme: dict) -> None:
     _tick(h, 0, T0 + 3_600_000)
     assert [d["reason"] for d in h.dlq] == ["validation"]
     assert check_all(_results(h, T0 + 3_000_000), reference_windows(events)) == []
+
+
+def test_a_far_future_event_is_dead_lettered_not_a_watermark() -> None:
+    """A hub clock years ahead would move the watermark and make every other hub late: beyond
+    CT_EVENT_TIME_MAX_FUTURE_S (of the record's Kafka timestamp) the event is dead-lettered
+    with reason 'event_time', and its envelope's other events are kept."""
+    events = make_events(hubs=2, contests_per_hub=40, span_ms=240_000, seed=12)
+    h = Harness()
+    recs = envelopes(events, per=10)
+    for i, (hub, value) in enumerate(recs):
+        ts = orjson.loads(value)["events"][0]["timestamp"]
+        record_ms = _ms(ts)
+        if i == 5:
+            future = dict(events[0], hubId=hub, timestamp=iso(record_ms + 10 * 365 * 86_400_000.0))
+            value = encode_envelope(hub, [*orjson.loads(value)["events"], future])
+        out = h.engine.process(0, i, hub.encode(), value, record_ms)
+        h.windows.extend(orjson.loads(v) for _, v in out.windows)
+        h.dlq.extend(orjson.loads(v) for _, v, _h in out.dlq)
+        h.write(out.writes)
+    h.feed(0, "tick-0", _armed("tick-0", 0, T0 + 3_600_000), offset=len(recs))
+    assert [(d["reason"], d["index"]) for d in h.dlq] == [("event_time", 10)]
+    assert "timestamp" in h.dlq[0]["error"]
+    assert check_all(_results(h, T0 + 3_000_000), reference_windows(events)) == []
+
+
+def _ms(ts: str) -> float:
+    from contest_telemetry.schema.events import iso_time_ms
+
+    return iso_time_ms(ts)

@@ -597,3 +597,30 @@ def test_pack_dead_letters_a_record_whose_decoding_raises(monkeypatch: pytest.Mo
     dl = orjson.loads(value)
     assert dl["reason"] == "processing" and "injected" in dl["error"] and dl["source"]["offset"] == 1
     assert stats.offsets == {0: 3}
+
+
+def test_pack_dead_letters_events_too_far_ahead_of_their_record() -> None:
+    """CT_EVENT_TIME_MAX_FUTURE_S: an event more than the window ahead of its Kafka record's
+    timestamp is dead-lettered (reason 'event_time', its index in the envelope); the rest pass."""
+    from contest_telemetry.schema import encode_envelope
+
+    now = 1_700_000_000_000
+    ok = {
+        "message": "telemetry.contest.armed",
+        "hubId": "h",
+        "contestKey": "k",
+        "timestamp": "2023-11-14T22:13:20Z",
+    }
+    ahead = dict(ok, contestKey="k2", timestamp="2033-11-14T22:13:20Z")
+    recs = [
+        Rec(0, 0, b"h", encode_envelope("h", [ok, ahead, ok]), now),
+        Rec(0, 1, b"h", orjson.dumps(ahead), now),
+    ]
+    ingested, dead, _stats = pack({0: recs}, topic="contest.events", event_time=(300_000.0, None))
+    assert [orjson.loads(v)["offsets"] for _, v in ingested] == [[0, 0]]
+    assert [(orjson.loads(v)["reason"], orjson.loads(v)["index"]) for _, v, _h in dead] == [
+        ("event_time", 1),
+        ("event_time", None),
+    ]
+    # without a window (or without a record timestamp) nothing is screened
+    assert len(pack({0: recs}, topic="contest.events")[1]) == 0

@@ -34,7 +34,8 @@ from contest_telemetry.settings import KafkaSettings, TopicSettings
 from sinks.prometheus.counters import CounterSink
 from sinks.prometheus.source import PipelineSnapshot
 from streams import faust_patches
-from streams.exceptions import RereadError
+from streams.apply import RecordApplier
+from streams.exceptions import ApplyError, RereadError
 from streams.processor import Engine
 from streams.reread import RangeReader, missing_range
 from streams.settings import WorkerSettings
@@ -178,51 +179,59 @@ def create_app(
     async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         engine.reset()
 
-    async def send(topic: str, key: bytes | None, value: bytes, headers: Any = None) -> Any:
-        return await app.producer.send(topic, key, value, None, None, headers)
-
     partitions: dict[bytes, int] = {}
 
-    async def send_records(records: list[tuple[bytes, bytes]]) -> None:
-        """Contest records straight to the aiokafka producer under faust's (the same one faust
-        flushes before it commits): faust's per-message wrapper (signals, headers, timestamp
-        conversion) cost more than the send itself at one record per finished contest. The
-        partition is the one faust's (aiokafka's default) partitioner picks for the key."""
+    async def send(
+        topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+    ) -> asyncio.Future[Any]:
+        """One output; returns its delivery future. Contest records go straight to the aiokafka
+        producer under faust's (the same one faust flushes before it commits): faust's
+        per-message wrapper (signals, headers, timestamp conversion) cost more than the send
+        itself at one record per finished contest. Their partition is the one faust's (aiokafka's
+        default) partitioner picks for the key."""
         producer = app.producer
+        if topic != topics.records or key is None or headers:
+            return await producer.send(topic, key, value, None, None, headers)  # type: ignore[no-any-return,return-value]
         kafka_producer = producer._ensure_producer()  # type: ignore[attr-defined]
-        topic = topics.records
-        for key, value in records:
-            partition = partitions.get(key)
-            if partition is None:
-                if not partitions:
-                    await kafka_producer.partitions_for(topic)  # metadata for key_partition
-                elif len(partitions) > 100_000:
-                    partitions.clear()
-                partition = partitions[key] = producer.key_partition(topic, key).partition
-            await kafka_producer.send(topic, value, key=key, partition=partition)
+        partition = partitions.get(key)
+        if partition is None:
+            if not partitions:
+                await kafka_producer.partitions_for(topic)  # metadata for key_partition
+            elif len(partitions) > 100_000:
+                partitions.clear()
+            partition = partitions[key] = producer.key_partition(topic, key).partition
+        return await kafka_producer.send(topic, value, key=key, partition=partition)  # type: ignore[no-any-return,return-value]
 
     bench = _BenchProbe(settings) if settings.bench_expect_events else None
     reader = RangeReader(kafka, source_name, timeout_s=settings.reread_timeout_s)
 
-    async def apply(
-        partition: int, offset: int, key: bytes | None, value: bytes | None, ts: float | None, topic: str
-    ) -> None:
-        out = engine.process(partition, offset, key, value, ts, topic)
-        for dkey, dvalue, headers in out.dlq:
-            await send(topics.dlq, dkey, dvalue, headers)
-        if out.records:
-            await send_records(out.records)
-        if out.windows:
-            futures = [await send(topics.windows, wkey, wvalue) for wkey, wvalue in out.windows]
-            await asyncio.wait_for(asyncio.gather(*futures), timeout)
-        for tkey, tvalue in out.writes:
-            if tvalue is not None:
-                table[tkey] = tvalue
-            elif tkey in table:
-                del table[tkey]  # a tombstone in the changelog: compaction drops the key
+    def applied(partition: int, offset: int, out: Any) -> None:
         source.positions[partition] = offset
         if bench is not None:
             bench.add(out.events)
+
+    applier = RecordApplier(
+        engine,
+        table,
+        send,
+        dlq_topic=topics.dlq,
+        records_topic=topics.records,
+        windows_topic=topics.windows,
+        window_timeout_s=timeout,
+        on_applied=applied,
+    )
+    app.applier = applier  # type: ignore[attr-defined]  # read by faust_patches' commit check
+
+    async def apply(
+        partition: int, offset: int, key: bytes | None, value: bytes | None, ts: float | None, topic: str
+    ) -> None:
+        try:
+            await applier.apply(partition, offset, key, value, ts, topic)
+        except ApplyError as exc:
+            # faust would restart the agent and go on past the record: stop the worker instead.
+            log.error("%s", exc)
+            await app.crash(exc)
+            raise
 
     async def reread(partition: int, first: int, stop: int, topic: str) -> None:
         """Apply ``[first, stop)`` read again (see streams/reread.py) before the record in hand."""

@@ -6,6 +6,7 @@ from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
 from contest_telemetry.schema.exceptions import SchemaError
 
 __all__ = [
+    "ApplyError",
     "ProcessingError",
     "RereadError",
     "SketchError",
@@ -53,3 +54,8 @@ class ProcessingError(SchemaError):
     loop)."""
 
     reason = "processing"
+
+
+class ApplyError(StreamsError):
+    """A record could not be applied (outputs or state) after retries, or an output sent earlier
+    was not stored: the worker stops rather than commit past it."""

@@ -1,4 +1,4 @@
-"""Two corrections to faust-streaming 0.15 the worker applies at start (each once per process).
+"""Three corrections to faust-streaming 0.15 the worker applies at start (each once per process).
 
 Both replace one small method of a faust class; each is tested on its own in
 ``tests/streams/test_faust_patches.py`` so an upgrade that changes the patched code shows up there.
@@ -11,7 +11,14 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["FETCH_MAX_WAIT_MS", "FLUSH_WARN_EVERY_S", "apply", "complete_producer_flush", "short_fetch_wait"]
+__all__ = [
+    "FETCH_MAX_WAIT_MS",
+    "FLUSH_WARN_EVERY_S",
+    "apply",
+    "check_outputs_before_commit",
+    "complete_producer_flush",
+    "short_fetch_wait",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,34 @@ def complete_producer_flush() -> None:
     buffer_cls._ct_complete_flush = True
 
 
+def check_outputs_before_commit() -> None:
+    """Make faust's producer flush raise when an output the worker sent was not stored.
+
+    faust commits source offsets right after ``app.producer.flush()``
+    (``Consumer._commit_offsets``); a dead letter or contest record whose delivery failed during
+    that flush would be committed past without a trace. The worker's
+    :class:`streams.apply.RecordApplier` (``app.applier``) watches those deliveries; with this
+    patch the flush raises its :class:`~streams.exceptions.ApplyError` after flushing, so the
+    commit does not happen and the worker stops."""
+    from faust.transport.drivers.aiokafka import Producer
+
+    producer_cls: Any = Producer
+    if getattr(producer_cls, "_ct_check_outputs", False):
+        return
+    flush = producer_cls.flush
+
+    async def checked_flush(self: Any) -> None:
+        await producer_cls._ct_original_producer_flush(self)
+        applier = getattr(self.app, "applier", None)
+        if applier is not None:
+            applier.check()
+
+    producer_cls._ct_original_producer_flush = flush
+    producer_cls.flush = checked_flush
+    producer_cls._ct_check_outputs = True
+
+
 def apply() -> None:
     short_fetch_wait()
     complete_producer_flush()
+    check_outputs_before_commit()

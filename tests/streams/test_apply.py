@@ -1,0 +1,164 @@
+"""streams/apply.py: a record is applied all or nothing (fault injection at each step).
+
+The engine is real and driven like the agent drives it; the table is a dict and the producer a
+fake whose deliveries can fail (unit tests of the pure retry logic; the worker's real broker tests
+are in test_worker_kafka.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.apply import RecordApplier
+from streams.exceptions import ApplyError
+from streams.processor import Engine
+from streams.settings import WorkerSettings
+from tests.helpers.streams_reference import T0, P, check_all, iso, make_events, reference_windows
+from tests.streams.engine_harness import envelopes
+
+STEPS = ["dlq", "records", "windows", "window-ack", "table"]
+
+
+class Faults:
+    """Fail the n-th call of a step (once, or always)."""
+
+    def __init__(self, step: str | None = None, at: int = 0, always: bool = False) -> None:
+        self.step, self.at, self.always, self.calls = step, at, always, dict.fromkeys(STEPS, 0)
+
+    def hit(self, step: str) -> bool:
+        n = self.calls[step]
+        self.calls[step] += 1
+        return step == self.step and (n == self.at or (self.always and n >= self.at))
+
+
+class Table(dict):  # type: ignore[type-arg]
+    def __init__(self, faults: Faults) -> None:
+        super().__init__()
+        self.faults = faults
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self.faults.hit("table"):
+            raise RuntimeError("table write failed")
+        super().__setitem__(key, value)
+
+
+class Producer:
+    def __init__(self, faults: Faults, topics: dict[str, str]) -> None:
+        self.faults, self.topics = faults, topics
+        self.sent: dict[str, list[bytes]] = {"dlq": [], "records": [], "windows": []}
+        self.later: list[asyncio.Future[Any]] = []
+
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes, headers: Any
+    ) -> asyncio.Future[Any]:
+        kind = self.topics[topic]
+        if self.faults.hit(kind):
+            raise RuntimeError(f"{kind} send refused")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent[kind].append(value)
+        if kind == "windows" and self.faults.hit("window-ack"):
+            return fut  # never acknowledged: the applier's timeout fires
+        fut.set_result(None)
+        return fut
+
+
+def _records() -> list[tuple[str, bytes]]:
+    events = make_events(hubs=2, contests_per_hub=60, span_ms=240_000, seed=21)
+    recs = envelopes(events, per=10)
+    bad = (b"hub-0", b"\xffnot json")
+    tick = {"message": P + "armed", "timestamp": iso(T0 + 3_600_000), "hubId": "tick", "contestKey": "k"}
+    return [*recs[:7], (bad[0].decode(), bad[1]), *recs[7:], ("tick", orjson.dumps(tick))], events  # type: ignore[return-value]
+
+
+def _run(faults: Faults) -> tuple[Producer, RecordApplier]:
+    recs, _ = _records()
+    topics = {"dlq": "dlq", "records": "records", "windows": "windows"}
+    table = Table(faults)
+    engine = Engine(WorkerSettings(window_s=60, grace_s=30), table)
+    producer = Producer(faults, topics)
+    applier = RecordApplier(
+        engine,
+        table,
+        producer,
+        dlq_topic="dlq",
+        records_topic="records",
+        windows_topic="windows",
+        window_timeout_s=0.05,
+        retries=2,
+        backoff_s=0.0,
+    )
+
+    async def go() -> None:
+        for offset, (hub, value) in enumerate(recs):
+            await applier.apply(0, offset, hub.encode(), value, 0.0, "contest.events")
+
+    asyncio.run(go())
+    return producer, applier
+
+
+def _windows(producer: Producer) -> list[dict[str, Any]]:
+    out = {}
+    for value in producer.sent["windows"]:
+        w = orjson.loads(value)
+        if w["windowStartMs"] < T0 + 3_000_000 and w["hubId"] != "tick":
+            out[w["windowId"]] = w  # a retried record sends its results again: same id, same content
+    return list(out.values())
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_failure_at_any_step_is_retried_from_the_table(step: str) -> None:
+    _, events = _records()
+    for at in (0, 3):
+        faults = Faults(step, at)
+        producer, applier = _run(faults)
+        hit = faults.calls[step] > at  # the one dead letter gives the dlq step a single call
+        assert applier.retried == (1 if hit else 0), (step, at)
+        assert check_all(_windows(producer), reference_windows(events)) == [], (step, at)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_lasting_failure_stops_with_apply_error(step: str) -> None:
+    with pytest.raises(ApplyError, match="could not apply after 3 attempts"):
+        _run(Faults(step, 0, always=True))
+
+
+def test_a_failed_delivery_stops_the_next_record_and_the_commit_flush() -> None:
+    """A dead letter or contest record is not awaited per record; when its delivery fails, the
+    next record and faust's pre-commit flush (streams/faust_patches.py) raise ApplyError."""
+    from faust.transport.drivers.aiokafka import Producer as FaustProducer
+
+    from streams.faust_patches import check_outputs_before_commit
+
+    applier = _run(Faults())[1]
+
+    async def fail_one() -> None:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        applier._watch(fut)
+        fut.set_exception(RuntimeError("MessageSizeTooLarge"))
+        await asyncio.sleep(0)
+        with pytest.raises(ApplyError, match="could not be stored"):
+            await applier.apply(0, 10**6, b"h", b"{}", 0.0, "contest.events")
+        check_outputs_before_commit()
+
+        class App:
+            pass
+
+        producer: Any = FaustProducer.__new__(FaustProducer)
+        producer.app = App()
+        producer.app.applier = applier
+
+        async def flushed(self: Any) -> None:
+            return None
+
+        original = FaustProducer._ct_original_producer_flush  # type: ignore[attr-defined]
+        FaustProducer._ct_original_producer_flush = flushed  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(ApplyError):
+                await FaustProducer.flush(producer)
+        finally:
+            FaustProducer._ct_original_producer_flush = original  # type: ignore[attr-defined]
+
+    asyncio.run(fail_one())

@@ -246,7 +246,7 @@ def create_app(
             log.error("%s", exc)
             await app.crash(exc)
             raise
-        missing = stop - first - found
+        missing = watch.unreported(partition, first, stop, stop - first - found)
         log.warning(
             "%s[%d]: the stream skipped offsets %d..%d the state had not applied; read them again "
             "(%d records, %d offsets absent from the log)",
@@ -284,12 +284,24 @@ def create_app(
             try:
                 # The broker's end offset: faust's cached highwater stops moving with its fetches.
                 high = await reader.end_offset(partition)
+                low = await reader.start_offset(partition)
                 if _rebalancing():
                     return
                 applied = engine.peek_applied(partition)
                 position = max(source.positions.get(partition, -1), applied)
+                lost = watch.lost(partition, position, low)
+                if lost is not None:
+                    log.warning(
+                        "%s[%d]: offsets %d..%d were deleted by retention before this worker read them",
+                        tp.topic,
+                        tp.partition,
+                        lost[0],
+                        lost[1] - 1,
+                    )
+                    engine.counters.reread(0, lost[1] - lost[0])
+                position = max(position, low - 1)  # below the log start nothing waits: it is gone
                 if watch.observe(partition, position, high > position + 1, time.monotonic()):
-                    await unstick(tp, applied, high)
+                    await unstick(tp, max(applied, low - 1), high)
             except Exception as exc:  # a broker blip or a rebalance under way: try again next tick
                 log.warning("%s[%d]: stall check failed: %r", tp.topic, tp.partition, exc)
 

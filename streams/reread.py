@@ -110,6 +110,13 @@ class RangeReader:
                 raise RereadError(self.topic, partition, first, stop, position)
             await asyncio.sleep(0)
 
+    async def start_offset(self, partition: int) -> int:
+        """The partition's log start (the first offset retention has kept)."""
+        consumer = await self._client()
+        tp = TopicPartition(self.topic, partition)
+        starts = await consumer.beginning_offsets([tp])
+        return int(starts[tp])
+
     async def end_offset(self, partition: int) -> int:
         """The partition's end offset (the offset the next record written will get)."""
         consumer = await self._client()

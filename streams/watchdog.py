@@ -9,6 +9,12 @@ gets it delivered again. :class:`StallWatch` decides, from periodic observations
 partition has had records waiting without progress for long enough; the app then logs faust's
 view of the partition and seeks it (streams/app.py). Re-delivered records the state already
 applied are skipped, so a false alarm costs a re-read, never a double count.
+
+Retention can delete records before the worker read them (a worker down for longer than the
+topic's retention). Records below the log start are not waiting: they are gone. :meth:`StallWatch.lost`
+reports such a range once per partition and log start (the app logs and counts it), and the
+position used to decide a stall moves to the log start, so a partition whose waiting records were
+all deleted is not sought again every ``stall_s`` for good.
 """
 
 from __future__ import annotations
@@ -22,6 +28,21 @@ class StallWatch:
     def __init__(self, stall_s: float) -> None:
         self.stall_s = stall_s
         self._since: dict[int, tuple[int, float]] = {}
+        self.reported_lost: dict[int, int] = {}  # partition -> log start up to which loss was reported
+
+    def lost(self, partition: int, position: int, log_start: int) -> tuple[int, int] | None:
+        """Offsets ``[first, stop)`` after ``position`` that retention deleted before they were
+        read, the first time this log start shows them (None otherwise)."""
+        first = max(position + 1, self.reported_lost.get(partition, 0))
+        if log_start <= first:
+            return None
+        self.reported_lost[partition] = log_start
+        return first, log_start
+
+    def unreported(self, partition: int, first: int, stop: int, missing: int) -> int:
+        """Of ``missing`` offsets absent from ``[first, stop)``, those :meth:`lost` did not report."""
+        reported = max(0, min(stop, self.reported_lost.get(partition, 0)) - first)
+        return max(0, missing - reported)
 
     def observe(self, partition: int, position: int, waiting: bool, now: float) -> bool:
         """Record one observation; True when ``partition`` counts as stalled (then forgotten, so

@@ -37,3 +37,15 @@ def test_partitions_are_independent_and_forgotten_on_rebalance() -> None:
     watch.observe(2, 1, True, 0.0)
     watch.forget()
     assert not watch.observe(2, 1, True, 100.0)
+
+
+def test_a_range_deleted_by_retention_is_reported_once_and_not_waited_for() -> None:
+    watch = StallWatch(30)
+    assert watch.lost(0, position=9, log_start=10) is None  # nothing deleted past the position
+    assert watch.lost(0, position=9, log_start=25) == (10, 25)
+    assert watch.lost(0, position=9, log_start=25) is None  # once per log start
+    assert watch.lost(0, position=9, log_start=30) == (25, 30)  # retention moved on
+    # the re-read of [10, 40) that later finds 10 records counts only what was not reported
+    assert watch.unreported(0, 10, 40, missing=20) == 0
+    assert watch.unreported(0, 10, 40, missing=25) == 5
+    assert watch.unreported(1, 10, 40, missing=25) == 25

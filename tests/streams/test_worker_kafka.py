@@ -286,3 +286,57 @@ def test_committed_offset_ahead_of_state_is_read_again(
     problems = check_all(results_of(values), ref)
     assert problems == [], "\n".join(problems[:20]) + "\n" + second.log()
     assert "read them again" in second.log()
+
+
+async def _delete_up_to(bootstrap: str, topic: str, offsets: dict[int, int]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records(
+            {TopicPartition(topic, p): RecordsToDelete(before_offset=o) for p, o in offsets.items()}
+        )
+    finally:
+        await admin.close()
+
+
+@pytest.mark.apache_kafka
+def test_records_deleted_by_retention_are_reported_once_not_sought_forever(
+    workers: Any, kafka_settings: KafkaSettings, topic_settings: TopicSettings, unique: str
+) -> None:
+    """Retention deleted records the worker never read (it was down): the watchdog logs the lost
+    range once and goes on; it does not seek the partition every CT_WORKER_STALL_S for good."""
+    bootstrap = kafka_settings.bootstrap_servers
+    parts = topic_settings.partitions
+    group = f"ct-test-{unique}"
+    events = make_events(hubs=4, contests_per_hub=40, span_ms=120_000, seed=3)
+    recs = as_records(events, "envelope", per=10)
+    first = workers("first", source="events", stall_s=2)
+    asyncio.run(produce(bootstrap, topic_settings.events, recs[: len(recs) // 2]))
+    ends = asyncio.run(_end_offsets(bootstrap, topic_settings.events, parts))
+    deadline = time.monotonic() + 120
+    while True:
+        committed = asyncio.run(_committed(bootstrap, group, topic_settings.events, parts))
+        if {p: c or 0 for p, c in committed.items()} == ends:  # an empty partition has no commit
+            break
+        assert first.alive() and time.monotonic() < deadline, f"{committed} != {ends}\n{first.log()}"
+        time.sleep(0.5)
+    first.stop()
+    asyncio.run(produce(bootstrap, topic_settings.events, recs[len(recs) // 2 :]))
+    new_ends = asyncio.run(_end_offsets(bootstrap, topic_settings.events, parts))
+    asyncio.run(_delete_up_to(bootstrap, topic_settings.events, new_ends))  # all of it, as retention would
+    second = workers("second", source="events", stall_s=2)
+    time.sleep(15)  # several watchdog periods
+    log = second.log()
+    assert second.alive(), log
+    lost = [line for line in log.splitlines() if "deleted by retention" in line]
+    assert 1 <= len(lost) <= parts, log
+    assert "putting the partition back into fetching" not in log, log
+    # and it goes on: new records are applied (the ticks close the first half's windows)
+    asyncio.run(produce(bootstrap, topic_settings.events, tick_records(parts), partition_of=lambda i: i))
+    asyncio.run(
+        collect(
+            bootstrap, topic_settings.windows, lambda v: any(w["hubId"] == "hub-0" for w in v), timeout=60
+        )
+    )

@@ -13,6 +13,7 @@ from contest_telemetry.settings import KafkaSettings, TopicSettings
 __all__ = ["TopicSpec", "ensure_topics", "pipeline_topics"]
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
+_OUTPUT_MAX = str(2 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,11 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
     rf, n = topics.replication_factor, topics.partitions
     return [
         TopicSpec(topics.events, n, rf),
-        # Dead letters are evidence: keep them longer than the events themselves.
-        TopicSpec(topics.dlq, n, rf, {"retention.ms": str(4 * _WEEK_MS)}),
-        TopicSpec(topics.records, n, rf),
-        TopicSpec(topics.windows, n, rf),
+        # Dead letters are evidence: keep them longer than the events themselves. Outputs get
+        # room for their largest value (a dead letter is cut at 1 MiB, streams/dlq.py).
+        TopicSpec(topics.dlq, n, rf, {"retention.ms": str(4 * _WEEK_MS), "max.message.bytes": _OUTPUT_MAX}),
+        TopicSpec(topics.records, n, rf, {"max.message.bytes": _OUTPUT_MAX}),
+        TopicSpec(topics.windows, n, rf, {"max.message.bytes": _OUTPUT_MAX}),
         # Same count as the input: a hub keyed by hubId lands on the same partition number.
         # A packed record is at most ~1 MB (CT_INGEST_MAX_BATCH_BYTES) but one source record is
         # never split, and its normalised events are up to ~1.5x its size: room for that.

@@ -11,13 +11,20 @@ Value (JSON)::
      "failedAt": "<ISO time>"}
 
 ``reason`` is ``envelope`` when the envelope itself is malformed (``events`` not a list), else the
-schema stage's category. Headers carry ``ct-reason``, ``ct-source`` (``topic/partition/offset``)
+schema stage's category.
+
+A dead letter never exceeds :data:`MAX_DLQ_BYTES` (the DLQ topic is created to take it): beyond
+it the payload (``event`` or ``originalBase64``) is replaced by ``payloadTruncated: true``,
+``payloadBytes`` (its size), ``payloadSha256`` and its first bytes (``payloadHeadBase64``), so
+an 800 KB record that is not JSON (1.07 MB once base64-encoded) is still dead-lettered and can be
+matched with the archive. Headers carry ``ct-reason``, ``ct-source`` (``topic/partition/offset``)
 and ``ct-index``. A record keeps the source key, so a hub's dead letters stay together.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +32,11 @@ import orjson
 
 from contest_telemetry.schema import InvalidEvent
 
-__all__ = ["dlq_headers", "dlq_value", "encode_dlq"]
+__all__ = ["MAX_DLQ_BYTES", "dlq_headers", "dlq_value", "encode_dlq"]
+
+MAX_DLQ_BYTES = 1024 * 1024
+"""Largest dead letter (contest_telemetry/topics.py creates the DLQ with room for it)."""
+_HEAD_BYTES = 4096
 
 
 def dlq_value(
@@ -74,5 +85,19 @@ def dlq_headers(value: dict[str, Any]) -> list[tuple[str, bytes]]:
     return headers
 
 
-def encode_dlq(value: dict[str, Any]) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+def encode_dlq(value: dict[str, Any], max_bytes: int = MAX_DLQ_BYTES) -> bytes:
+    data = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    if len(data) <= max_bytes:
+        return data
+    cut = dict(value)
+    if "originalBase64" in cut:
+        payload = base64.b64decode(cut.pop("originalBase64"))
+    else:
+        payload = orjson.dumps(cut.pop("event", None), option=orjson.OPT_NON_STR_KEYS)
+    cut["payloadTruncated"] = True
+    cut["payloadBytes"] = len(payload)
+    cut["payloadSha256"] = hashlib.sha256(payload).hexdigest()
+    cut["payloadHeadBase64"] = base64.b64encode(payload[:_HEAD_BYTES]).decode("ascii")
+    cut["error"] = str(cut.get("error", ""))[:_HEAD_BYTES]
+    cut["errors"] = list(cut.get("errors") or [])[:50]
+    return orjson.dumps(cut, option=orjson.OPT_NON_STR_KEYS)

@@ -435,3 +435,24 @@ def _ms(ts: str) -> float:
     from contest_telemetry.schema.events import iso_time_ms
 
     return iso_time_ms(ts)
+
+
+def test_a_dead_letter_larger_than_the_limit_keeps_size_and_sha256() -> None:
+    """An 800 KB record that is not JSON is 1.07 MB once base64-encoded: its dead letter is cut
+    to fit the DLQ topic, keeping the payload's size, sha256 and first bytes."""
+    import base64
+    import hashlib
+
+    from streams.dlq import MAX_DLQ_BYTES
+
+    junk = b"\xff" + bytes(range(256)) * 3200  # ~800 KB, not JSON
+    h = Harness()
+    out = h.feed(0, "hub-0", junk)
+    [(_key, value, _headers)] = out.dlq
+    assert len(value) <= MAX_DLQ_BYTES
+    dl = orjson.loads(value)
+    assert dl["reason"] == "decode" and dl["payloadTruncated"] is True
+    assert dl["payloadBytes"] == len(junk) and dl["payloadSha256"] == hashlib.sha256(junk).hexdigest()
+    assert base64.b64decode(dl["payloadHeadBase64"]) == junk[:4096]
+    small = h.feed(0, "hub-0", b"\xffsmall").dlq[0][1]
+    assert "originalBase64" in orjson.loads(small)  # under the limit nothing changes

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from typing import Any
 
@@ -202,6 +204,14 @@ def create_app(
             partition = partitions[key] = producer.key_partition(topic, key).partition
         return await kafka_producer.send(topic, value, key=key, partition=partition)  # type: ignore[no-any-return,return-value]
 
+    def stop_worker(exc: BaseException) -> None:
+        """Stop the process with a non-zero exit: faust's ``app.crash`` only stops the agent and
+        leaves a worker that looks alive and processes nothing. SIGTERM runs faust's orderly
+        shutdown; ``streams.cli.run_worker`` returns 1 when ``app.fatal`` is set."""
+        if getattr(app, "fatal", None) is None:
+            app.fatal = exc  # type: ignore[attr-defined]
+            os.kill(os.getpid(), signal.SIGTERM)
+
     bench = _BenchProbe(settings) if settings.bench_expect_events else None
     reader = RangeReader(kafka, source_name, timeout_s=settings.reread_timeout_s)
 
@@ -218,6 +228,7 @@ def create_app(
         records_topic=topics.records,
         windows_topic=topics.windows,
         window_timeout_s=timeout,
+        retry_s=settings.apply_retry_s,
         on_applied=applied,
     )
     app.applier = applier  # type: ignore[attr-defined]  # read by faust_patches' commit check
@@ -230,7 +241,7 @@ def create_app(
         except ApplyError as exc:
             # faust would restart the agent and go on past the record: stop the worker instead.
             log.error("%s", exc)
-            await app.crash(exc)
+            stop_worker(exc)
             raise
 
     async def reread(partition: int, first: int, stop: int, topic: str) -> None:
@@ -244,7 +255,7 @@ def create_app(
         except RereadError as exc:
             # faust would restart the agent and go on past the hole: stop the worker instead.
             log.error("%s", exc)
-            await app.crash(exc)
+            stop_worker(exc)
             raise
         missing = watch.unreported(partition, first, stop, stop - first - found)
         log.warning(

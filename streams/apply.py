@@ -6,8 +6,10 @@ fails (a window result not acknowledged in time, a send refused, a table write r
 caches are ahead of the table; an agent that went on would never apply the record. So
 :class:`RecordApplier` drops the caches on any failure (the table, holding a prefix of the
 record's writes, is the truth, which streams/state.py is built to replay from), processes the
-record again and retries, with a backoff, up to ``retries`` times; then it raises
-:class:`~streams.exceptions.ApplyError` and the worker stops (faust must not go on past the hole).
+record again and retries, with a backoff, for up to ``retry_s`` (``CT_WORKER_APPLY_RETRY_S``:
+a broker failing over, or faust's changelog metadata still missing right after a start); then it
+raises :class:`~streams.exceptions.ApplyError` and the worker stops with a non-zero exit (faust
+must not go on past the hole).
 
 Dead letters and contest records are not awaited per record (a produce round trip per record
 would cap the worker, see docs/known-issues.md); their delivery is watched instead: the first
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
@@ -51,8 +54,9 @@ class RecordApplier:
         records_topic: str,
         windows_topic: str,
         window_timeout_s: float,
-        retries: int = 3,
-        backoff_s: float = 0.5,
+        retry_s: float = 30.0,
+        backoff_s: float = 0.25,
+        max_backoff_s: float = 2.0,
         on_applied: Callable[[int, int, Outputs], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -62,8 +66,9 @@ class RecordApplier:
         self.records_topic = records_topic
         self.windows_topic = windows_topic
         self.window_timeout_s = window_timeout_s
-        self.retries = retries
+        self.retry_s = retry_s
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self.on_applied = on_applied
         self.failure: BaseException | None = None
         self.retried = 0
@@ -113,7 +118,9 @@ class RecordApplier:
         timestamp_ms: float | None,
         topic: str,
     ) -> Outputs:
-        for attempt in range(self.retries + 1):
+        started = time.monotonic()
+        attempt = 0
+        while True:
             self.check()
             out = self.engine.process(partition, offset, key, value, timestamp_ms, topic)
             try:
@@ -121,12 +128,13 @@ class RecordApplier:
             except Exception as exc:
                 # The caches are ahead of the table now: forget them, the table is the truth.
                 self.engine.reset()
-                if attempt == self.retries:
+                attempt += 1
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+                if time.monotonic() - started + delay > self.retry_s:
                     raise ApplyError(
-                        f"{topic}[{partition}]@{offset}: could not apply after {attempt + 1} attempts: {exc!r}"
+                        f"{topic}[{partition}]@{offset}: could not apply after {attempt} attempts: {exc!r}"
                     ) from exc
                 self.retried += 1
-                delay = self.backoff_s * 2**attempt
                 log.warning(
                     "%s[%d]@%d: applying failed (%r); reloading state and trying again in %.1f s",
                     topic,
@@ -140,4 +148,3 @@ class RecordApplier:
             if self.on_applied is not None:
                 self.on_applied(partition, offset, out)
             return out
-        raise AssertionError("unreachable")

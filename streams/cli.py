@@ -163,11 +163,17 @@ def run_worker(
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0)
+        code = int(exc.code or 0)
+    else:
+        code = 0
     finally:
         if child is not None:
             child.stop()
-    return 0
+    fatal = getattr(app, "fatal", None)
+    if fatal is not None:
+        print(f"worker: stopped: {fatal}", file=sys.stderr, flush=True)
+        return code or 1
+    return code
 
 
 def run(args: argparse.Namespace) -> int:

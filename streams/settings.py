@@ -82,6 +82,12 @@ class WorkerSettings(BaseSettings):
         gt=0,
         description="Wait this long for window results to be acknowledged before state marks them emitted.",
     )
+    apply_retry_s: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Retry applying a record (outputs, state) this long after failures, reloading state each time; then the worker stops (streams/apply.py).",
+    )
     reread_timeout_s: float = Field(
         default=60.0,
         gt=0,

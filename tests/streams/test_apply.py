@@ -87,8 +87,9 @@ def _run(faults: Faults) -> tuple[Producer, RecordApplier]:
         records_topic="records",
         windows_topic="windows",
         window_timeout_s=0.05,
-        retries=2,
-        backoff_s=0.0,
+        retry_s=0.5,
+        backoff_s=0.01,
+        max_backoff_s=0.02,
     )
 
     async def go() -> None:
@@ -121,7 +122,7 @@ def test_a_failure_at_any_step_is_retried_from_the_table(step: str) -> None:
 
 @pytest.mark.parametrize("step", STEPS)
 def test_a_lasting_failure_stops_with_apply_error(step: str) -> None:
-    with pytest.raises(ApplyError, match="could not apply after 3 attempts"):
+    with pytest.raises(ApplyError, match=r"could not apply after [0-9]+ attempts"):
         _run(Faults(step, 0, always=True))
 
 

@@ -2,9 +2,13 @@
 
 ``archive run`` consumes ``contest.events`` and ``contest.records`` into a date-partitioned tree of
 gzip NDJSON chunks with a ``manifest.jsonl`` (see ``sinks/archive/store.py`` for the crash-safety
-protocol). SIGTERM/SIGINT stop it gracefully: open chunks are written out first.
+protocol). SIGTERM/SIGINT stop it gracefully: open chunks are written out first. Partitions
+added to the topics while it runs are picked up (checked every CT_ARCHIVE_PARTITION_REFRESH_SECONDS).
+Offsets deleted by retention before they were read are recorded in the manifest as a gap, logged
+and counted (``gaps`` in the progress line and the ``--json`` stats).
 
-``archive verify DIR`` checks every file against the manifest and the offsets' continuity.
+``archive verify DIR`` checks every file against the manifest and the offsets' continuity; a gap
+recorded by the archiver fails it unless ``--allow-gaps``.
 
 Exit codes: 0 ok; 1 ``verify`` found problems, or ``run`` failed; 2 bad flags or configuration
 (one ``archive: <message>`` line on stderr).
@@ -77,13 +81,28 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     run_p.add_argument(
         "--idle-flush",
         metavar="SECONDS",
-        help="opt-in: close a partition's chunk after no records this long (timing-dependent boundaries)",
+        help="close a partition's chunk after no records this long (CT_ARCHIVE_IDLE_FLUSH_SECONDS, 300)",
+    )
+    run_p.add_argument(
+        "--max-chunk-age",
+        metavar="SECONDS",
+        help="close a partition's chunk once open this long (CT_ARCHIVE_MAX_CHUNK_AGE_SECONDS, 3600)",
+    )
+    run_p.add_argument(
+        "--partition-refresh",
+        metavar="SECONDS",
+        help="look for new partitions this often (CT_ARCHIVE_PARTITION_REFRESH_SECONDS, 30)",
     )
     run_p.add_argument("--progress-interval", metavar="SECONDS", help="progress line period on stderr (5)")
     run_p.add_argument("--json", action="store_true", help="print the final stats as one JSON line")
     verify_p = commands.add_parser("verify", help="check an archive directory", allow_abbrev=False)
     verify_p.add_argument("directory", metavar="DIR", help="archive root")
     verify_p.add_argument("--json", action="store_true", help="machine-readable report")
+    verify_p.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="accept gaps the archiver recorded (offsets deleted by retention before it read them)",
+    )
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -136,9 +155,11 @@ def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
     if not topics:
         raise ConfigError("nothing to archive: both --events-topic and --records-topic are empty")
     stop_after_idle = _positive_float("--stop-after-idle", args.stop_after_idle)
-    idle_flush = _positive_float("--idle-flush", args.idle_flush)
-    if idle_flush is None:
-        idle_flush = settings.idle_flush_seconds
+    idle_flush = _positive_float("--idle-flush", args.idle_flush) or settings.idle_flush_seconds
+    max_chunk_age = _positive_float("--max-chunk-age", args.max_chunk_age) or settings.max_chunk_age_seconds
+    partition_refresh = (
+        _positive_float("--partition-refresh", args.partition_refresh) or settings.partition_refresh_seconds
+    )
     interval = (
         5.0
         if args.progress_interval is None
@@ -152,6 +173,8 @@ def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
         group_id=settings.group_id,
         stop_after_idle=stop_after_idle,
         idle_flush=idle_flush,
+        max_chunk_age=max_chunk_age,
+        partition_refresh=partition_refresh,
         progress=sys.stderr,
         progress_interval=interval or 5.0,
     )
@@ -189,12 +212,25 @@ def _run_archive(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
+def _gaps_line(report: VerifyReport) -> str:
+    missing = sum(gap.missing for gap in report.gaps)
+    reasons = ", ".join(sorted({gap.reason for gap in report.gaps}))
+    return f"{len(report.gaps)} gap(s) recorded: {missing} offsets lost before archiving ({reasons})"
+
+
 def _render(report: VerifyReport, out: IO[str]) -> None:
     console = Console(file=out, width=None if out.isatty() else 160, highlight=False)
     if report.ok:
+        allowed = f"; {_gaps_line(report)}, allowed" if report.gaps else ""
         console.print(
-            f"archive OK: {report.files} files, {report.lines} lines in {report.root}", markup=False
+            f"archive OK: {report.files} files, {report.lines} lines in {report.root}{allowed}", markup=False
         )
+        for gap in report.gaps:
+            console.print(
+                f"  gap {gap.topic}[{gap.partition}] offsets {gap.first_missing}..{gap.last_missing} "
+                f"({gap.reason})",
+                markup=False,
+            )
         return
     table = Table(title=f"archive verify: {len(report.problems)} problem(s) in {report.root}")
     for column in ("kind", "file", "topic", "partition", "detail"):
@@ -209,11 +245,13 @@ def _render(report: VerifyReport, out: IO[str]) -> None:
         )
     console.print(table)
     console.print(f"{report.files} files, {report.lines} lines checked", markup=False)
+    if report.gaps:
+        console.print(_gaps_line(report), markup=False)
 
 
 def _verify(args: argparse.Namespace, out: IO[str]) -> int:
     try:
-        report = verify_archive(Path(args.directory))
+        report = verify_archive(Path(args.directory), allow_gaps=bool(args.allow_gaps))
     except OSError as error:
         print(f"{PROG}: cannot verify {args.directory}: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -3,6 +3,16 @@
 A line is the commit point of a chunk: a file the manifest does not list is not part of the
 archive (the archiver deletes such files on start and writes them again from the same offsets).
 Each line holds at least ``file`` (relative to the archive root), which is all the monitor needs.
+
+Two kinds of line (``kind``; lines written before kinds existed are chunks):
+
+- ``chunk``: the file holds the records of ``first_offset..last_offset``; ``first_read_offset`` /
+  ``last_read_offset`` are the offsets of the first and last record actually read (offsets Kafka
+  skips, such as transaction markers, are covered but not read);
+- ``gap``: the offsets ``first_missing..last_missing`` (also ``first_offset..last_offset``) were
+  gone from the broker before they were archived, ``reason`` says why (``retention``). Its file is
+  an empty gzip chunk, so every line still names a file and readers that only follow ``file`` see
+  no line for the gap.
 """
 
 from __future__ import annotations
@@ -16,9 +26,20 @@ import orjson
 
 from sinks.archive.exceptions import ManifestError
 
-__all__ = ["MANIFEST_NAME", "ManifestEntry", "append_entry", "fsync_dir", "read_manifest", "recover_manifest"]
+__all__ = [
+    "CHUNK",
+    "GAP",
+    "MANIFEST_NAME",
+    "ManifestEntry",
+    "append_entry",
+    "fsync_dir",
+    "read_manifest",
+    "recover_manifest",
+]
 
 MANIFEST_NAME = "manifest.jsonl"
+CHUNK = "chunk"
+GAP = "gap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +56,28 @@ class ManifestEntry:
     size: int  # compressed bytes ("bytes" in the JSON line)
     min_event_time: str | None
     max_event_time: str | None
+    kind: str = CHUNK  # CHUNK or GAP
+    first_read_offset: int | None = None  # chunk: first offset actually read (None: older manifest)
+    last_read_offset: int | None = None  # chunk: last offset actually read
+    reason: str | None = None  # gap: why the offsets are missing ("retention")
+
+    @property
+    def is_gap(self) -> bool:
+        return self.kind == GAP
 
     def to_json(self) -> bytes:
+        extra: dict[str, Any]
+        if self.is_gap:
+            extra = {
+                "first_missing": self.first_offset,
+                "last_missing": self.last_offset,
+                "reason": self.reason,
+            }
+        else:
+            extra = {"first_read_offset": self.first_read_offset, "last_read_offset": self.last_read_offset}
         return orjson.dumps(
             {
+                "kind": self.kind,
                 "file": self.file,
                 "topic": self.topic,
                 "partition": self.partition,
@@ -51,6 +90,7 @@ class ManifestEntry:
                 "bytes": self.size,
                 "min_event_time": self.min_event_time,
                 "max_event_time": self.max_event_time,
+                **extra,
             }
         )
 
@@ -59,11 +99,22 @@ class ManifestEntry:
         """Validate one decoded line; raise ``ValueError`` naming what is wrong."""
         if not isinstance(obj, dict):
             raise ValueError("entry is not a JSON object")
+        kind = obj.get("kind", CHUNK)
+        if kind not in (CHUNK, GAP):
+            raise ValueError(f"unknown kind {kind!r}")
 
         def need(key: str, kind: type | tuple[type, ...]) -> Any:
             value = obj.get(key)
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise ValueError(f"{key!r} missing or not {getattr(kind, '__name__', kind)}")
+            return value
+
+        def optional_int(key: str) -> int | None:
+            value = obj.get(key)
+            if value is None:
+                return None
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{key!r} not int")
             return value
 
         entry = cls(
@@ -79,11 +130,34 @@ class ManifestEntry:
             size=need("bytes", int),
             min_event_time=obj.get("min_event_time") if isinstance(obj.get("min_event_time"), str) else None,
             max_event_time=obj.get("max_event_time") if isinstance(obj.get("max_event_time"), str) else None,
+            kind=kind,
+            first_read_offset=None if kind == GAP else optional_int("first_read_offset"),
+            last_read_offset=None if kind == GAP else optional_int("last_read_offset"),
+            reason=need("reason", str) if kind == GAP else None,
         )
         if entry.partition < 0 or entry.first_offset < 0 or entry.last_offset < entry.first_offset:
             raise ValueError(
                 f"bad bounds: partition {entry.partition}, {entry.first_offset}..{entry.last_offset}"
             )
+        if kind == GAP:
+            missing = (need("first_missing", int), need("last_missing", int))
+            if missing != (entry.first_offset, entry.last_offset):
+                raise ValueError(
+                    f"gap {missing[0]}..{missing[1]} differs from its offsets "
+                    f"{entry.first_offset}..{entry.last_offset}"
+                )
+            if entry.records or entry.lines:
+                raise ValueError("a gap holds no record")
+        elif entry.first_read_offset is not None or entry.last_read_offset is not None:
+            read = (entry.first_read_offset, entry.last_read_offset)
+            if (
+                read[0] is None
+                or read[1] is None
+                or not entry.first_offset <= read[0] <= read[1] <= entry.last_offset
+            ):
+                raise ValueError(
+                    f"read offsets {read[0]}..{read[1]} not within {entry.first_offset}..{entry.last_offset}"
+                )
         return entry
 
 

@@ -5,6 +5,15 @@ group membership: the manifest, not the group, says where each partition resumes
 writes a directory (it is locked), and a restart after a crash starts consuming at once instead of
 waiting for the dead member's session to expire. Offsets are still committed to the archiver's
 own group after each chunk is in the manifest, so the usual lag tooling shows how far it is.
+
+Partitions added to the topics while it runs are found by a metadata refresh every
+``partition_refresh`` seconds and archived from their first offset (no restart needed).
+
+The consumer never resets an offset by itself (``auto_offset_reset="none"``): when the offset it
+wants is gone (retention deleted it before it was read, while running or while stopped), the
+fetch fails and the archiver records a ``gap`` in the manifest for the deleted offsets, logs it at
+WARNING, counts it (``gaps`` / ``missingOffsets``), and goes on from the log start. No chunk
+claims an offset it did not read.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 
 from contest_telemetry.settings import KafkaSettings
 from sinks.archive.exceptions import ArchiveError
@@ -41,6 +51,9 @@ class ArchiveStats:
     bytes: int = 0
     commit_failures: int = 0
     removed_unlisted: int = 0
+    gaps: int = 0  # gaps recorded in the manifest by this run (offsets deleted before they were read)
+    missing_offsets: int = 0  # offsets in those gaps
+    new_partitions: int = 0  # partitions picked up while running
     by_topic: dict[str, dict[str, int]] = field(default_factory=dict)
     stopped_by: str = ""
 
@@ -54,6 +67,9 @@ class ArchiveStats:
             "bytes": self.bytes,
             "commitFailures": self.commit_failures,
             "removedUnlisted": self.removed_unlisted,
+            "gaps": self.gaps,
+            "missingOffsets": self.missing_offsets,
+            "newPartitions": self.new_partitions,
             "byTopic": self.by_topic,
             "stoppedBy": self.stopped_by,
         }
@@ -68,11 +84,14 @@ class ArchiveRun:
     topics: dict[str, Kind]  # topic name -> what it holds
     group_id: str
     stop_after_idle: float | None = None
-    idle_flush: float | None = None
+    idle_flush: float | None = 300.0  # close a chunk after no record this long (None: never)
+    max_chunk_age: float | None = 3600.0  # close a chunk once open this long (None: never)
+    partition_refresh: float = 30.0  # look for new partitions this often
     progress: IO[str] | None = None
     progress_interval: float = 5.0
     stats: ArchiveStats = field(default_factory=ArchiveStats)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _assigned: list[TopicPartition] = field(default_factory=list)
 
     def request_stop(self, reason: str = "signal") -> None:
         if not self.stats.stopped_by:
@@ -80,41 +99,109 @@ class ArchiveRun:
         self._stop.set()
 
     # -----------------------------------------------------------------------------------------
+    async def _topic_partitions(self, consumer: AIOKafkaConsumer) -> dict[str, set[int]]:
+        # A full metadata fetch (the consumer's own cache only knows assigned topics and is
+        # refreshed every few minutes).
+        cluster = await consumer._client.fetch_all_metadata()
+        return {topic: set(cluster.partitions_for_topic(topic) or ()) for topic in self.topics}
+
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        tps: list[TopicPartition] = []
         deadline = time.monotonic() + 10.0
         while True:
-            # A full metadata fetch (the consumer's own cache only knows subscribed topics); a
-            # topic created a moment ago may take a few seconds to show up everywhere.
-            cluster = await consumer._client.fetch_all_metadata()
-            missing = [topic for topic in self.topics if not cluster.partitions_for_topic(topic)]
+            # A topic created a moment ago may take a few seconds to show up everywhere.
+            found = await self._topic_partitions(consumer)
+            missing = [topic for topic, partitions in found.items() if not partitions]
             if not missing:
                 break
             if time.monotonic() >= deadline:
                 raise ArchiveError(f"topic {missing[0]!r} does not exist on {self.kafka.bootstrap_servers}")
             await asyncio.sleep(0.5)
-        for topic in self.topics:
-            partitions = cluster.partitions_for_topic(topic) or set()
-            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
+        await self._reassign(consumer, found)
+        return self._assigned
+
+    async def _reassign(self, consumer: AIOKafkaConsumer, found: dict[str, set[int]]) -> None:
+        """Assign every partition of ``found``; each resumes where the store expects it."""
+        tps = [TopicPartition(topic, p) for topic in self.topics for p in sorted(found.get(topic, ()))]
+        # assign() forgets every position: all are set again before the next await, so the
+        # fetcher never looks one up by itself.
         consumer.assign(tps)
-        beginning = await consumer.beginning_offsets(tps)
+        fresh: list[TopicPartition] = []
         for tp in tps:
-            resume = self.store.next_offset(tp.topic, tp.partition)
+            resume = self.store.read_position(tp.topic, tp.partition)
             if resume is None:
-                await consumer.seek_to_beginning(tp)
-            elif resume < beginning[tp]:
+                fresh.append(tp)
+            else:
+                # Below the log start (retention), the fetch fails and _out_of_range records the gap.
+                consumer.seek(tp, resume)
+        self._assigned = tps
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+
+    async def _refresh_partitions(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            found = await self._topic_partitions(consumer)
+        except Exception as error:  # a metadata hiccup: try again next time
+            log.warning("looking for new partitions failed (will retry): %r", error)
+            return
+        for tp in self._assigned:  # partitions never go away; a topic missing for a moment neither
+            found.setdefault(tp.topic, set()).add(tp.partition)
+        new = [
+            f"{topic}[{p}]"
+            for topic in self.topics
+            for p in sorted(found.get(topic, ()))
+            if TopicPartition(topic, p) not in self._assigned
+        ]
+        if not new:
+            return
+        self.stats.new_partitions += len(new)
+        if self.progress is not None:
+            print(
+                f"archive: new partition(s) {', '.join(new)}: archiving them", file=self.progress, flush=True
+            )
+        await self._reassign(consumer, found)
+
+    async def _out_of_range(
+        self, consumer: AIOKafkaConsumer, wanted: dict[TopicPartition, int]
+    ) -> list[ManifestEntry]:
+        """The broker no longer (or not yet) has the offsets these partitions asked for."""
+        tps = list(wanted)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        closed: list[ManifestEntry] = []
+        for tp in tps:
+            start, end = starts[tp], ends[tp]
+            expected = self.store.read_position(tp.topic, tp.partition)
+            if expected is None:
+                # Nothing read from this partition yet: its archive starts where its data starts.
+                consumer.seek(tp, start)
+            elif expected < start:
                 log.warning(
-                    "%s[%d]: offsets %d..%d are gone from the broker (retention); the archive has a gap",
+                    "%s[%d]: offsets %d..%d were deleted (retention) before they were archived; "
+                    "recorded as a gap in the manifest, going on from %d",
                     tp.topic,
                     tp.partition,
-                    resume,
-                    beginning[tp] - 1,
+                    expected,
+                    start - 1,
+                    start,
                 )
-                self.store.forget(tp.topic, tp.partition)
-                consumer.seek(tp, beginning[tp])
+                closed += self.store.record_gap(tp.topic, tp.partition, expected, start - 1, "retention")
+                self.stats.gaps += 1
+                self.stats.missing_offsets += start - expected
+                consumer.seek(tp, start)
             else:
-                consumer.seek(tp, resume)
-        return tps
+                # Beyond the end (a log truncated by an unclean leader election, a re-created topic)
+                # or a leader change in progress: never skip anything, ask again.
+                log.warning(
+                    "%s[%d]: offset %d is out of range (the log holds %d..%d); retrying",
+                    tp.topic,
+                    tp.partition,
+                    wanted[tp],
+                    start,
+                    end - 1,
+                )
+                consumer.seek(tp, expected)
+                await asyncio.sleep(1.0)
+        return closed
 
     async def _commit(self, consumer: AIOKafkaConsumer, entries: list[ManifestEntry]) -> None:
         if not entries:
@@ -148,9 +235,10 @@ class ArchiveRun:
             return
         s = self.stats
         elapsed = max(time.monotonic() - started, 1e-9)
+        lost = f" ({s.missing_offsets} offsets deleted by retention before archiving)" if s.gaps else ""
         print(
             f"archive: {s.records} records, {s.lines} lines ({s.lines / elapsed:,.0f}/s), "
-            f"{s.files} files, {s.invalid_events + s.junk_records} skipped",
+            f"{s.files} files, {s.invalid_events + s.junk_records} skipped, {s.gaps} gap(s){lost}",
             file=self.progress,
             flush=True,
         )
@@ -162,17 +250,24 @@ class ArchiveRun:
             client_id=f"{self.kafka.client_id}-archiver",
             group_id=self.group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset="none",  # a deleted offset is a gap to record, not to skip silently
             isolation_level="read_committed",
         )
         graceful = False
         try:
             await consumer.start()
             await self._assign(consumer)
-            started = last_report = last_data = time.monotonic()
+            started = last_report = last_data = last_refresh = time.monotonic()
             last_seen: dict[tuple[str, int], float] = {}
             while not self._stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                try:
+                    batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                except OffsetOutOfRangeError as error:
+                    wanted = error.args[0] if error.args and isinstance(error.args[0], dict) else None
+                    if not wanted:
+                        raise
+                    await self._commit(consumer, await self._out_of_range(consumer, wanted))
+                    continue
                 now = time.monotonic()
                 closed: list[ManifestEntry] = []
                 for tp, records in batch.items():
@@ -191,13 +286,22 @@ class ArchiveRun:
                     if records:
                         last_seen[(tp.topic, tp.partition)] = now
                         last_data = now
-                if self.idle_flush is not None:
-                    for key in self.store.open_chunks():
-                        if now - last_seen.get(key, now) >= self.idle_flush:
-                            entry = self.store.flush(*key)
-                            if entry is not None:
-                                closed.append(entry)
+                for key in self.store.open_chunks():
+                    idle = self.idle_flush is not None and now - last_seen.get(key, now) >= self.idle_flush
+                    opened = self.store.opened_at(*key)
+                    old = (
+                        self.max_chunk_age is not None
+                        and opened is not None
+                        and now - opened >= self.max_chunk_age
+                    )
+                    if idle or old:
+                        entry = self.store.flush(*key)
+                        if entry is not None:
+                            closed.append(entry)
                 await self._commit(consumer, closed)
+                if now - last_refresh >= self.partition_refresh:
+                    await self._refresh_partitions(consumer)
+                    last_refresh = now
                 if self.progress_interval > 0 and now - last_report >= self.progress_interval:
                     self._report(started)
                     last_report = now

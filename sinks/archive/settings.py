@@ -35,9 +35,24 @@ class ArchiveSettings(BaseSettings):
         default=None, description="Topic of contest records; None = CT_TOPIC_RECORDS; '' = do not archive."
     )
     compress_level: int = Field(default=6, ge=1, le=9, description="gzip level of the chunks.")
-    idle_flush_seconds: float | None = Field(
-        default=None,
+    idle_flush_seconds: float = Field(
+        default=300.0,
         gt=0,
-        description="Opt-in: close a partition's open chunk after this long without new records. "
-        "Boundaries then depend on timing (still gap- and duplicate-free).",
+        description="Close a partition's open chunk after this long without new records, so the "
+        "records of a quiet partition are archived long before the topic's retention could delete "
+        "them (an open chunk is only in memory: a crash reads it again from Kafka). Chunk boundaries "
+        "then depend on timing as well as on offsets (still gap- and duplicate-free).",
+    )
+    max_chunk_age_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Close a partition's open chunk once it has been open this long, even while records "
+        "still trickle in (at a few records a minute a chunk of CT_ARCHIVE_CHUNK_RECORDS could otherwise "
+        "stay open for longer than the topic's retention). Boundaries then depend on timing too.",
+    )
+    partition_refresh_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the archiver looks for partitions added to its topics while it runs "
+        "(they are archived from their first offset).",
     )

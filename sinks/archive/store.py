@@ -13,6 +13,11 @@ emptied, chunk files the manifest does not list are deleted (a crash between 2 a
 written again from the same offsets), and every partition resumes at its last archived offset + 1.
 So a crash at any point leaves no duplicate line, no gap, and no file a reader could take for a
 whole one (readers go through the manifest, which only lists finished files).
+
+Offsets the broker no longer has when the archiver asks for them (retention overtook it) are
+recorded with :meth:`ArchiveStore.record_gap`: the open chunk is closed at the last offset read,
+and a ``gap`` entry (an empty file, same steps) covers the missing offsets, so no chunk ever
+claims an offset it did not read and ``archive verify`` reports the gap with its reason.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import io
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +38,15 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from sinks.archive.exceptions import ArchiveError, ArchiveLockedError
-from sinks.archive.manifest import MANIFEST_NAME, ManifestEntry, append_entry, fsync_dir, recover_manifest
+from sinks.archive.manifest import (
+    CHUNK,
+    GAP,
+    MANIFEST_NAME,
+    ManifestEntry,
+    append_entry,
+    fsync_dir,
+    recover_manifest,
+)
 from sinks.archive.paths import TMP_SUFFIX, chunk_relpath, parse_chunk_name, safe_component
 
 __all__ = ["LOCK_NAME", "STAGING_DIR", "ArchiveStore", "crash_point", "iso_ms"]
@@ -101,6 +115,10 @@ class _OpenChunk:
     raw: _HashingWriter
     gz: gzip.GzipFile
     last: int = -1
+    first_read: int | None = None  # the first offset actually read (first may be lower: skipped)
+    kind: str = CHUNK
+    reason: str | None = None  # of a gap
+    opened: float = field(default_factory=time.monotonic)
     records: int = 0
     lines: int = 0
     skipped: int = 0
@@ -219,13 +237,47 @@ class ArchiveStore:
         last = self.positions.get((topic, partition))
         return None if last is None else last + 1
 
-    def forget(self, topic: str, partition: int) -> None:
-        """The broker no longer has last+1 (retention): the next chunk starts where data starts,
-        so ``archive verify`` shows the gap instead of a chunk that claims offsets it never saw."""
-        self.positions.pop((topic, partition), None)
+    def read_position(self, topic: str, partition: int) -> int | None:
+        """The next offset this partition expects: after its open chunk's last record, else
+        :meth:`next_offset` (None when nothing was read or archived yet)."""
+        chunk = self._open.get((topic, partition))
+        return chunk.last + 1 if chunk is not None else self.next_offset(topic, partition)
 
     def open_chunks(self) -> list[tuple[str, int]]:
         return list(self._open)
+
+    def opened_at(self, topic: str, partition: int) -> float | None:
+        """``time.monotonic()`` when the partition's open chunk was started (None: none open)."""
+        chunk = self._open.get((topic, partition))
+        return None if chunk is None else chunk.opened
+
+    def record_gap(
+        self, topic: str, partition: int, first_missing: int, last_missing: int, reason: str
+    ) -> list[ManifestEntry]:
+        """Offsets ``first_missing..last_missing`` are gone from the broker (``reason``): close the
+        open chunk (it ends at the last offset read), archive a ``gap`` entry for them, and resume
+        after them. Returns the entries written (the closed chunk, if any, then the gap)."""
+        key = (topic, partition)
+        resume = self.read_position(topic, partition)
+        if first_missing < 0 or last_missing < first_missing:
+            raise ValueError(f"bad gap {first_missing}..{last_missing}")
+        if resume is not None and first_missing < resume:
+            raise ArchiveError(
+                f"{topic}[{partition}]: gap {first_missing}..{last_missing} starts before offset "
+                f"{resume}, which is archived or being archived"
+            )
+        closed: list[ManifestEntry] = []
+        if key in self._open:
+            closed.append(self._finish(key))
+        # Like a chunk, the gap starts right after the last offset read (offsets Kafka skipped
+        # before it, e.g. a transaction marker, are covered too).
+        chunk = self._start(topic, partition, first_missing, last_missing // self.chunk_records)
+        chunk.last = last_missing
+        chunk.kind = GAP
+        chunk.reason = reason
+        chunk.min_kafka_ms = time.time() * 1000.0  # the gap file's date: when it was found
+        closed.append(self._finish(key))
+        return closed
 
     # -- writing ---------------------------------------------------------------------------------
     def add(
@@ -259,6 +311,8 @@ class ArchiveStore:
             chunk.min_ms = low if chunk.min_ms is None else min(chunk.min_ms, low)
             chunk.max_ms = high if chunk.max_ms is None else max(chunk.max_ms, high)
         chunk.min_kafka_ms = kafka_ms if chunk.min_kafka_ms is None else min(chunk.min_kafka_ms, kafka_ms)
+        if chunk.first_read is None:
+            chunk.first_read = offset
         chunk.last = offset
         chunk.records += 1
         chunk.lines += len(lines)
@@ -326,6 +380,10 @@ class ArchiveStore:
             size=chunk.raw.size,
             min_event_time=iso_ms(chunk.min_ms),
             max_event_time=iso_ms(chunk.max_ms),
+            kind=chunk.kind,
+            first_read_offset=chunk.first_read,
+            last_read_offset=None if chunk.kind == GAP else chunk.last,
+            reason=chunk.reason,
         )
         if self._manifest_fd is None:
             raise ArchiveError("archive store is not open")

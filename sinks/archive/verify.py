@@ -11,8 +11,15 @@ Problem kinds (stable, for ``--json``):
 - ``gzip``: the file does not decompress to the end (truncated, corrupt);
 - ``count``: the number of lines differs from the entry's;
 - ``json``: a line of the file is not a JSON object;
-- ``gap`` / ``overlap``: consecutive chunks of a partition do not continue at last + 1;
+- ``gap`` / ``overlap``: consecutive chunks of a partition do not continue at last + 1 (offsets
+  that no manifest line accounts for, or that two lines claim);
+- ``recorded-gap``: offsets the archiver recorded as lost before it could read them (a ``gap``
+  line of the manifest, with its reason, e.g. ``retention``). Every recorded gap is also listed in
+  ``gaps``; ``allow_gaps`` (``--allow-gaps``) accepts them, so they are then not problems;
 - ``unlisted``: a chunk file on disk the manifest does not list.
+
+Files are read in blocks and split into lines in one pass: time and memory are linear in the
+size of the data, whatever the length of a line.
 """
 
 from __future__ import annotations
@@ -23,16 +30,17 @@ import itertools
 import os
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from sinks.archive.manifest import MANIFEST_NAME, ManifestEntry, read_manifest
 from sinks.archive.paths import parse_chunk_name
 
-__all__ = ["Problem", "VerifyReport", "verify_archive"]
+__all__ = ["Gap", "Problem", "VerifyReport", "verify_archive"]
 
 _READ = 1 << 20
 
@@ -46,12 +54,29 @@ class Problem:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Offsets a ``gap`` line of the manifest records as lost before they were archived."""
+
+    topic: str
+    partition: int
+    first_missing: int
+    last_missing: int
+    reason: str
+    file: str
+
+    @property
+    def missing(self) -> int:
+        return self.last_missing - self.first_missing + 1
+
+
 @dataclass
 class VerifyReport:
     root: str
     files: int = 0
     lines: int = 0
     problems: list[Problem] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)  # recorded gaps (problems unless allowed)
 
     @property
     def ok(self) -> bool:
@@ -64,7 +89,37 @@ class VerifyReport:
             "files": self.files,
             "lines": self.lines,
             "problems": [asdict(problem) for problem in self.problems],
+            "gaps": [asdict(gap) for gap in self.gaps],
         }
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _lines(stream: _Readable) -> Iterator[tuple[bytes, bool]]:
+    """``(line without its newline, True)`` for each line of a stream, then ``(rest, False)`` when
+    the stream does not end with a newline.
+
+    Linear: each block is searched once from where the last newline was found, and the pieces of
+    a line longer than a block are joined once, when its newline arrives (never re-joined or
+    re-scanned per block).
+    """
+    pending: list[bytes] = []
+    while block := stream.read(_READ):
+        start = 0
+        while (end := block.find(b"\n", start)) >= 0:
+            if pending:
+                pending.append(block[start:end])
+                yield b"".join(pending), True
+                pending.clear()
+            else:
+                yield block[start:end], True
+            start = end + 1
+        if start < len(block):
+            pending.append(block[start:])
+    if pending:
+        yield b"".join(pending), False
 
 
 def _check_file(path: Path, entry: ManifestEntry, report: VerifyReport) -> None:
@@ -84,26 +139,25 @@ def _check_file(path: Path, entry: ManifestEntry, report: VerifyReport) -> None:
     lines = 0
     bad_json = 0
     first_bad: int | None = None
-    tail = b""
+    unterminated = False
     try:
         with gzip.open(path, "rb") as stream:
-            while block := stream.read(_READ):
-                parts = (tail + block).split(b"\n")
-                tail = parts.pop()
-                for line in parts:
-                    lines += 1
-                    try:
-                        ok = isinstance(orjson.loads(line), dict)
-                    except orjson.JSONDecodeError:
-                        ok = False
-                    if not ok:
-                        bad_json += 1
-                        first_bad = first_bad or lines
+            for line, terminated in _lines(stream):
+                lines += 1
+                if not terminated:
+                    unterminated = True
+                    break
+                try:
+                    ok = isinstance(orjson.loads(line), dict)
+                except orjson.JSONDecodeError:
+                    ok = False
+                if not ok:
+                    bad_json += 1
+                    first_bad = first_bad or lines
     except (OSError, EOFError, zlib.error) as error:
         problem("gzip", f"does not decompress: {error}")
         return
-    if tail:
-        lines += 1
+    if unterminated:
         problem("json", f"last line {lines} has no newline (file cut short?)")
     if bad_json:
         problem("json", f"{bad_json} line(s) are not JSON objects (first: line {first_bad})")
@@ -112,8 +166,11 @@ def _check_file(path: Path, entry: ManifestEntry, report: VerifyReport) -> None:
     report.lines += lines
 
 
-def verify_archive(directory: Path) -> VerifyReport:
-    """Check an archive directory; never raises for what it finds (only for an unreadable root)."""
+def verify_archive(directory: Path, *, allow_gaps: bool = False) -> VerifyReport:
+    """Check an archive directory; never raises for what it finds (only for an unreadable root).
+
+    Gaps the archiver recorded (retention deleted offsets before it read them) are listed in
+    ``gaps`` and are problems unless ``allow_gaps``; offsets no line accounts for always are."""
     root = directory.resolve()
     report = VerifyReport(str(root))
     manifest = root / MANIFEST_NAME
@@ -151,6 +208,27 @@ def verify_archive(directory: Path) -> VerifyReport:
             continue
         listed.add(relative)
         by_partition[(entry.topic, entry.partition)].append(entry)
+        if entry.is_gap:
+            gap = Gap(
+                entry.topic,
+                entry.partition,
+                entry.first_offset,
+                entry.last_offset,
+                entry.reason or "",
+                entry.file,
+            )
+            report.gaps.append(gap)
+            if not allow_gaps:
+                report.problems.append(
+                    Problem(
+                        "recorded-gap",
+                        entry.file,
+                        entry.topic,
+                        entry.partition,
+                        f"offsets {gap.first_missing}..{gap.last_missing} ({gap.missing}) were lost before "
+                        f"they were archived: {gap.reason} (--allow-gaps accepts recorded gaps)",
+                    )
+                )
         if (name.partition, name.first, name.last) != (
             entry.partition,
             entry.first_offset,

@@ -36,7 +36,14 @@ def test_verify_clean_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "archive OK: 3 files, 7 lines" in capsys.readouterr().out
     assert main(["verify", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report == {"ok": True, "root": str(tmp_path.resolve()), "files": 3, "lines": 7, "problems": []}
+    assert report == {
+        "ok": True,
+        "root": str(tmp_path.resolve()),
+        "files": 3,
+        "lines": 7,
+        "problems": [],
+        "gaps": [],
+    }
 
 
 def test_verify_problems_exit_1_with_a_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,7 +198,7 @@ def test_run_unreachable_broker_fails_cleanly(tmp_path: Path) -> None:
 
 
 @pytest.mark.kafka
-def test_idle_flush_is_opt_in_and_writes_before_stop(
+def test_idle_flush_writes_before_stop(
     kafka_broker: KafkaTarget,
     kafka_settings: KafkaSettings,
     topic_settings: TopicSettings,

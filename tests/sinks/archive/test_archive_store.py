@@ -289,7 +289,12 @@ def test_verify_entry_outside_archive(tmp_path: Path) -> None:
 def test_fsync_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
     with ArchiveStore(tmp_path, chunk_records=2) as store:
         before = len(calls)
         _fill(store, "t", 0, range(2))

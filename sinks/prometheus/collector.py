@@ -3,13 +3,20 @@
 ``collect()`` reads a consistent copy of :class:`~sinks.prometheus.counters.PipelineCounters` and
 calls :meth:`SnapshotSource.snapshot` once, so window gauges always describe the worker's current
 state: after a rebalance, hubs this worker no longer owns are simply absent from the snapshot and
-their gauges disappear (counters and histograms are cumulative and keep their series).
+their gauges disappear (counters and histograms are cumulative and keep their series, until the
+hub's label is freed for being idle, see below).
 
 Hub labels go through the same :class:`~sinks.prometheus.labels.LabelCap` as the counters, so a
-hub has its own label everywhere or nowhere. Hubs folded into ``_other`` (beyond the cap) have no
-snapshot-derived gauges at all (quantiles, budget breached, participants): :class:`LatencyDigest`
-has no merge in the agreed interface, and merging/iterating ~100k folded hubs on every scrape would
-blow the scrape-time budget (the scrape cost stays O(labelled hubs)). Folded hubs stay visible
+hub has its own label everywhere or nowhere. Each ``collect()`` is one tick of the cap: slots of
+hubs unused for ``idle_ticks`` scrapes are freed (docs/metrics.md, "Hub labels"), and counter rows
+are only exported for labels the cap holds now, so a freed hub's series leave the page. The
+snapshot's ``"_all"`` key is the aggregate and is labelled ``_all``; a real hub whose id starts
+with ``_`` gets the cap's prefix (``hub:_other``), in counters and gauges alike.
+
+Hubs folded into ``_other`` (beyond the cap) have no snapshot-derived gauges at all (quantiles,
+budget breached, participants): :class:`LatencyDigest` has no merge in the agreed interface, and
+merging/iterating ~100k folded hubs on every scrape would blow the scrape-time budget (the scrape
+cost stays O(labelled hubs)). Folded hubs stay visible
 through the ``hub="_other"`` counters and histograms (the burn-rate alerts read those) and through
 the ``hub="_all"`` gauges (the worker's global aggregate, which the cap never folds).
 
@@ -23,10 +30,11 @@ Names, labels and buckets: docs/metrics.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.core import Metric
@@ -40,6 +48,7 @@ from sinks.prometheus.counters import (
     CountersView,
     PipelineCounters,
 )
+from sinks.prometheus.labels import ALL
 from sinks.prometheus.source import HubWindowView, PipelineSnapshot, SnapshotSource
 
 __all__ = [
@@ -201,6 +210,14 @@ class PipelineCollector(Collector):
         return [*self._counter_families(CountersView.empty()), *self._snapshot_families(None)]
 
     def collect(self) -> Iterator[Metric]:
+        hubs = self.counters.hubs
+        released = hubs.tick()
+        if released:
+            # Until PipelineCounters can forget rows, a freed hub's rows stay in its dicts (not
+            # exported: see _held_only) and continue from there if the hub gets a slot again.
+            forget = getattr(self.counters, "forget_hubs", None)
+            if callable(forget):
+                forget(released)
         snapshot: PipelineSnapshot | None = None
         if self.source is not None:
             try:
@@ -209,8 +226,30 @@ class PipelineCollector(Collector):
                 log.exception("snapshot() failed; window gauges left out of this scrape")
         # Snapshot first: while the cap has room, its hubs may take label slots.
         families = self._snapshot_families(snapshot)
-        yield from self._counter_families(self.counters.read())
+        view = self.counters.read()
+        if hubs.released:
+            view = self._held_only(view, hubs.held())
+        yield from self._counter_families(view)
         yield from families
+
+    @staticmethod
+    def _held_only(v: CountersView, held: Collection[str]) -> CountersView:
+        """``v`` without the rows of hub labels the cap no longer holds (freed slots)."""
+
+        def per_hub(table: dict[str, Any]) -> dict[str, Any]:
+            return {hub: value for hub, value in table.items() if hub in held}
+
+        return dataclasses.replace(
+            v,
+            events={key: n for key, n in v.events.items() if key[0] in held},
+            late=per_hub(v.late),
+            workflow_failures=per_hub(v.workflow_failures),
+            multi_actor=per_hub(v.multi_actor),
+            capacity_over_two=per_hub(v.capacity_over_two),
+            publisher_dropped=per_hub(v.publisher_dropped),
+            arming=per_hub(v.arming),
+            resolution=per_hub(v.resolution),
+        )
 
     # ------------------------------------------------------------------ counters and histograms
     def _counter_families(self, v: CountersView) -> Iterator[Metric]:
@@ -387,7 +426,10 @@ class PipelineCollector(Collector):
         for view_name in _VIEWS:
             views: dict[str, HubWindowView] = getattr(snapshot, view_name)
             rolling = view_name == "rolling"
-            for hub, label in kept_of(views.keys()):
+            pairs = kept_of(views.keys(), skip=(ALL,))
+            if ALL in views:  # the aggregate (a real hub named _all is labelled hub:_all)
+                pairs.append((ALL, ALL))
+            for hub, label in pairs:
                 w = views[hub]
                 arming, resolution = w.arming, w.resolution
                 for q, q_label in quantiles:

@@ -1,11 +1,31 @@
-"""Bounded label values: the ``hub`` cardinality cap and the label-length bound.
+"""Bounded label values: the ``hub`` cardinality cap, idle slots given back, the label-length bound.
 
-:class:`LabelCap` maps raw values (hub ids) to label values. The first ``max_values`` distinct
-values seen keep their own label for the life of the process; every further value folds into
-``"_other"`` and is counted once in :attr:`LabelCap.folded`. A slot is never given back (not even
-when a rebalance moves a hub to another worker): a hub's label must not flip between itself and
-``_other``, or its counters would go backwards. Reserved values (``"_all"``, ``"_other"``) map to
-themselves and never count toward the cap.
+:class:`LabelCap` maps raw values (hub ids) to label values. At most ``max_values`` distinct values
+hold a label of their own (a *slot*) at a time; while the slots are taken, every further value
+folds into ``"_other"`` and is counted once in :attr:`LabelCap.folded`.
+
+Idle slots are given back. The exporter's collector calls :meth:`LabelCap.tick` once per scrape;
+a value *uses* its slot when :meth:`label` is called for it (every counter update) or when
+:meth:`kept_of` returns it (the scrape's snapshot holds the hub). The tick that ends
+``idle_ticks`` scrape intervals in a row without any use frees the slot (``idle_ticks=None``:
+never). The next new value (or the same one, when it comes back) can then take it. Folding is
+decided per call, so a value folded while the cap was full gets a slot as soon as one is free.
+
+What this means for the series (docs/metrics.md): a freed hub's series leave the page (the
+collector only exports labels currently held); values counted into ``_other`` stay there, and
+:attr:`folded` (distinct values folded at least once) never goes down, so every counter still
+on the page is monotonic. A freed hub that comes back continues from its previous values (the
+counters keep them until :class:`~sinks.prometheus.counters.PipelineCounters` forgets them, see
+``PipelineCollector``).
+
+Raw values never produce the cap's own label values: with ``escape_prefix`` (default ``"hub:"``)
+a value that starts with ``_`` or with the prefix, or equals a reserved value or ``other``, is
+exported as ``prefix + value`` (a real hub named ``_all`` becomes ``hub:_all``, ``hub:x`` becomes
+``hub:hub:x``, so the mapping stays one-to-one). ``_all``, ``_other`` and ``_empty`` are the
+exporter's: ``_all`` is the aggregate the collector labels itself (the snapshot's ``"_all"`` key,
+skipped by :meth:`kept_of`), ``_other`` the folded hubs, ``_empty`` the empty hub id. With
+``escape_prefix=None`` reserved values and ``other`` map to themselves and take no slot (the
+behaviour before hub ids were escaped).
 
 Label values may hold any string, but :func:`bound_label` bounds their length (a 10 kB hub id
 does not blow up the page): a value longer than ``max_length`` characters is cut and suffixed with
@@ -14,9 +34,10 @@ Lone surrogates (which cannot be encoded as UTF-8, and would make every scrape f
 by U+FFFD, with the same hash suffix. The empty string becomes ``"_empty"`` (an empty label value
 means "no label" to Prometheus).
 
-Thread safety: the fast path (an already labelled value) is a single dict lookup; assigning a
-new value takes a lock, so the worker thread and the scrape thread can both call :meth:`label`.
-Folded values are remembered by their ``hash()`` (8 bytes each, whatever the id's length).
+Thread safety: the fast path (a value holding a slot) is a dict lookup and an attribute store;
+assigning, folding bookkeeping and freeing take a lock, so the worker thread and the scrape
+threads can all call in. Folded values are remembered by their ``hash()`` (8 bytes each,
+whatever the id's length).
 """
 
 from __future__ import annotations
@@ -25,12 +46,24 @@ import hashlib
 import threading
 from collections.abc import Collection, Iterable
 
-__all__ = ["ALL", "DEFAULT_MAX_LABEL_LENGTH", "EMPTY", "OTHER", "LabelCap", "bound_label"]
+__all__ = [
+    "ALL",
+    "DEFAULT_IDLE_TICKS",
+    "DEFAULT_MAX_LABEL_LENGTH",
+    "EMPTY",
+    "ESCAPE_PREFIX",
+    "OTHER",
+    "LabelCap",
+    "bound_label",
+]
 
 ALL = "_all"
 OTHER = "_other"
 EMPTY = "_empty"
+ESCAPE_PREFIX = "hub:"
 DEFAULT_MAX_LABEL_LENGTH = 128
+# Scrapes without use before a slot is freed: 10 minutes at the shipped 15 s scrape interval.
+DEFAULT_IDLE_TICKS = 40
 _HASH_CHARS = 16  # blake2b digest_size=8 -> 16 hex digits
 
 
@@ -58,11 +91,23 @@ def bound_label(value: str, max_length: int = DEFAULT_MAX_LABEL_LENGTH) -> str:
     return out
 
 
-class LabelCap:
-    """Map raw values to at most ``max_values`` distinct label values plus ``other``.
+class _Slot:
+    """A value's label, the tick of its last use, and whether it is fixed (never freed)."""
 
-    ``preset`` values are labelled up front (they do not count toward the cap either); use it for
-    known enumerations (event types, DLQ reasons) so they always keep their label.
+    __slots__ = ("fixed", "label", "used")
+
+    def __init__(self, label: str, used: int, fixed: bool = False) -> None:
+        self.label = label
+        self.used = used
+        self.fixed = fixed
+
+
+class LabelCap:
+    """Map raw values to at most ``max_values`` distinct label values at a time, plus ``other``.
+
+    ``preset`` values are labelled up front and keep their label for good (they take no slot
+    either); use it for known enumerations (event types, DLQ reasons). ``idle_ticks``: see the
+    module docstring (None: slots are never freed).
     """
 
     def __init__(
@@ -73,84 +118,143 @@ class LabelCap:
         reserved: Iterable[str] = (ALL, OTHER),
         preset: Iterable[str] = (),
         other: str = OTHER,
+        escape_prefix: str | None = ESCAPE_PREFIX,
+        idle_ticks: int | None = DEFAULT_IDLE_TICKS,
     ) -> None:
         if max_values < 1:
             raise ValueError(f"max_values must be >= 1, got {max_values}")
+        if idle_ticks is not None and idle_ticks < 1:
+            raise ValueError(f"idle_ticks must be >= 1 (or None), got {idle_ticks}")
+        if escape_prefix == "":
+            raise ValueError("escape_prefix must not be empty (use None for no prefix)")
         self.max_values = max_values
         self.max_length = max_length
         self.other = other
-        self._labels: dict[str, str] = {v: v for v in (*reserved, other)}
+        self.escape_prefix = escape_prefix
+        self.idle_ticks = idle_ticks
+        self._reserved = frozenset((*reserved, other))
+        # One dict for the fast path: fixed labels (presets and, without a prefix, the reserved
+        # values themselves) and the slots.
+        self._slots: dict[str, _Slot] = {}
+        if escape_prefix is None:
+            for value in self._reserved:
+                self._slots[value] = _Slot(value, 0, fixed=True)
         for value in preset:
-            self._labels[value] = bound_label(value, max_length)
-        self._kept = 0
+            self._slots[value] = _Slot(bound_label(self._escape(value), max_length), 0, fixed=True)
+        self._n_fixed = len(self._slots)
+        self._limit = self._n_fixed + max_values  # len(self._slots) when every slot is taken
+        self._always_held = frozenset((*self._reserved, *(slot.label for slot in self._slots.values())))
+        self._tick = 0
+        self._released = 0
         self._folded: set[int] = set()
         self._lock = threading.Lock()
 
+    def _escape(self, value: str) -> str:
+        prefix = self.escape_prefix
+        if prefix is not None and (value.startswith(("_", prefix)) or value in self._reserved):
+            return prefix + value
+        return value
+
     def label(self, value: str) -> str:
-        """The label value for ``value`` (assigning a slot, or folding into ``other``)."""
-        label = self._labels.get(value)
-        if label is not None:
-            return label
+        """The label value for ``value`` (assigning a slot, or folding into ``other``); a use."""
+        slot = self._slots.get(value)
+        if slot is not None:
+            # Unlocked: a tick() freeing this slot right now (after idle_ticks idle scrapes) makes
+            # this one call return a label no longer held; its counts wait, hidden, in that label's
+            # row until the value holds a slot again.
+            slot.used = self._tick
+            return slot.label
         return self._assign(value)
 
     def _assign(self, value: str) -> str:
-        if self._kept >= self.max_values:  # full: no lock needed (set.add is atomic)
+        if len(self._slots) >= self._limit:  # full: no lock needed (set.add is atomic)
             self._folded.add(hash(value))
             return self.other
         with self._lock:
-            label = self._labels.get(value)
-            if label is not None:
-                return label
-            if self._kept < self.max_values:
-                label = bound_label(value, self.max_length)
-                self._labels[value] = label
-                self._kept += 1
+            slot = self._slots.get(value)
+            if slot is not None:
+                slot.used = self._tick
+                return slot.label
+            if len(self._slots) < self._limit:
+                label = bound_label(self._escape(value), self.max_length)
+                self._slots[value] = _Slot(label, self._tick)
                 return label
             self._folded.add(hash(value))
             return self.other
 
-    def kept_of(self, values: Collection[str]) -> list[tuple[str, str]]:
-        """``(value, label)`` for each of ``values`` that has its own (or a preset) label, for a
-        scrape's snapshot hubs. While the cap has room, unseen values are given slots first (in
-        ``values`` order, as :meth:`label` would); values beyond the cap are left out and, unlike
-        :meth:`label`, not recorded as folded.
+    def kept_of(self, values: Collection[str], *, skip: Collection[str] = ()) -> list[tuple[str, str]]:
+        """``(value, label)`` for each of ``values`` that holds a slot (or a fixed label other than
+        ``other``), for a scrape's snapshot hubs; each one returned counts as a use. While the cap
+        has room, values without a slot are given one first (in ``values`` order, as
+        :meth:`label` would); values beyond the cap are left out and, unlike :meth:`label`, not
+        recorded as folded. ``skip``: values the caller labels itself (the ``"_all"`` aggregate).
 
         Cost is O(labelled values), not O(values): with the cap full, 100,000 snapshot hubs cost a
         C-level set intersection with the <= ``max_values`` labelled ones, no Python loop over them.
         """
-        labels = self._labels
-        if self._kept < self.max_values:
+        slots, limit = self._slots, self._limit
+        if len(slots) < limit:
             for value in values:  # assign free slots in order; stops as soon as the cap is full
-                if value not in labels:
+                if value not in slots and value not in skip:
                     self._assign(value)
-                    if self._kept >= self.max_values:
+                    if len(slots) >= limit:
                         break
-        other = self.other
-        if len(values) <= len(labels):
-            candidates: Collection[str] = values
-        else:
-            with self._lock:  # the worker thread may be adding labels
-                candidates = labels.keys() & values
+        tick, other = self._tick, self.other
         kept: list[tuple[str, str]] = []
+        if len(values) <= len(slots):
+            candidates: Iterable[str] = values
+        else:
+            with self._lock:  # the worker thread may be adding slots
+                candidates = slots.keys() & values
         for value in candidates:
-            label = labels.get(value)
-            if label is not None and label != other:
-                kept.append((value, label))
+            slot = slots.get(value)
+            if slot is not None and value not in skip and slot.label != other:
+                slot.used = tick
+                kept.append((value, slot.label))
         return kept
 
+    def tick(self) -> list[str]:
+        """One scrape: free the slots unused for ``idle_ticks`` whole intervals between ticks;
+        returns their labels (already left out of :meth:`held`)."""
+        with self._lock:
+            self._tick += 1
+            if self.idle_ticks is None:
+                return []
+            oldest = self._tick - self.idle_ticks  # used before this tick: idle for idle_ticks
+            idle = [value for value, slot in self._slots.items() if slot.used < oldest and not slot.fixed]
+            self._released += len(idle)
+            return [self._slots.pop(value).label for value in idle]
+
+    def held(self) -> frozenset[str]:
+        """The label values a page may show now: those of the slots, the fixed labels, ``other``
+        and the reserved values."""
+        with self._lock:
+            return self._always_held.union([slot.label for slot in self._slots.values()])
+
     def peek(self, value: str) -> str | None:
-        """The label ``value`` already has (``other`` when folded before), or None if never seen."""
-        label = self._labels.get(value)
-        if label is None and hash(value) in self._folded:
-            return self.other
-        return label
+        """The label ``value`` holds, ``other`` when it holds none and was folded before, None
+        when it holds none and never was (not a use)."""
+        slot = self._slots.get(value)
+        if slot is not None:
+            return slot.label
+        return self.other if hash(value) in self._folded else None
 
     @property
     def kept(self) -> int:
-        """Distinct values holding their own label (reserved and preset ones not counted)."""
-        return self._kept
+        """Distinct values holding a slot now (fixed ones not counted)."""
+        return len(self._slots) - self._n_fixed
 
     @property
     def folded(self) -> int:
-        """Distinct values folded into ``other``."""
+        """Distinct values folded into ``other`` at least once (never goes down)."""
         return len(self._folded)
+
+    @property
+    def released(self) -> int:
+        """Slots freed so far (a value freed twice counts twice)."""
+        return self._released
+
+    @property
+    def ticks(self) -> int:
+        """Ticks (scrapes) so far."""
+        return self._tick

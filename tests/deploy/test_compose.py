@@ -21,8 +21,23 @@ def _readme_ports() -> dict[str, int]:
     return {name: int(port) for name, port in rows}
 
 
+def _bindings(service: str) -> list[tuple[str | None, int, int]]:
+    """``(host ip or None, published port, container port)`` of each of a service's ``ports``,
+    short syntax (``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]``) or long syntax (a mapping)."""
+    out: list[tuple[str | None, int, int]] = []
+    for entry in SERVICES[service].get("ports", []):
+        if isinstance(entry, dict):
+            out.append((entry.get("host_ip"), int(entry["published"]), int(entry["target"])))
+            continue
+        parts = str(entry).split("/")[0].rsplit(":", 2)
+        assert len(parts) >= 2, f"{service}: {entry!r} publishes a random host port"
+        host_ip = parts[0].strip("[]") if len(parts) == 3 else None
+        out.append((host_ip, int(parts[-2]), int(parts[-1])))
+    return out
+
+
 def _published(service: str) -> set[int]:
-    return {int(str(p).split(":")[0]) for p in SERVICES[service].get("ports", [])}
+    return {published for _, published, _ in _bindings(service)}
 
 
 def test_services_and_ports_match_the_readme() -> None:
@@ -30,6 +45,21 @@ def test_services_and_ports_match_the_readme() -> None:
     assert set(SERVICES) == {"kafka", "worker", "archiver", "prometheus", "grafana"}
     for service, port in ports.items():
         assert port in _published(service), f"README says {service} listens on {port}"
+
+
+def test_published_ports_are_bound_to_loopback_only() -> None:
+    """Kafka (no auth), the exporter and Grafana (anonymous viewer) must not be published on every
+    interface: Docker's iptables rules bypass host firewalls such as ufw."""
+    published = {name: _bindings(name) for name in SERVICES if SERVICES[name].get("ports")}
+    assert set(published) == {"kafka", "worker", "prometheus", "grafana"}
+    for name, bindings in published.items():
+        for host_ip, port, target in bindings:
+            assert host_ip == "127.0.0.1", f"{name}: port {port} published on {host_ip or 'every interface'}"
+            assert port == target, name
+    for name, service in SERVICES.items():
+        assert service.get("network_mode") != "host", f"{name}: host networking skips the port bindings"
+    header = (ROOT / "docker-compose.yml").read_text().split("\nname:")[0]
+    assert "127.0.0.1" in header and "To open a port" in header, "the header says how to open the ports"
 
 
 def test_images_are_pinned() -> None:

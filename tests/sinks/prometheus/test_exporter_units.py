@@ -68,13 +68,15 @@ def test_label_cap_keeps_first_n_and_folds_the_rest():
     assert cap.peek("c") == "_other" and cap.peek("a") == "a" and cap.peek("zzz") is None
 
 
-def test_reserved_labels_never_count_toward_the_cap():
-    cap = LabelCap(1)
-    assert cap.label("_all") == "_all"
-    assert cap.label("_other") == "_other"
-    assert cap.label("x") == "x"
-    assert cap.label("_all") == "_all"
-    assert (cap.kept, cap.folded) == (1, 0)
+def test_raw_values_never_produce_the_reserved_labels():
+    """A real hub named ``_all``/``_other`` is a hub like any other (a slot, counted in the cap),
+    exported as ``hub:<id>``; ``_all`` and ``_other`` stay the aggregate's and the folded hubs'."""
+    cap = LabelCap(2)
+    assert cap.label("_all") == "hub:_all"
+    assert cap.label("_other") == "hub:_other"
+    assert cap.label("x") == "_other"
+    assert cap.label("_all") == "hub:_all"
+    assert (cap.kept, cap.folded) == (2, 1)
 
 
 def test_bound_label_truncates_with_a_hash_and_stays_distinct():

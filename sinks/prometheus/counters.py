@@ -229,6 +229,28 @@ class PipelineCounters:
                     total += value
             row[-1] += total
 
+    def forget_hubs(self, labels: Iterable[str]) -> None:
+        """Drop the rows of hub labels the cap freed (idle hubs, sinks/prometheus/labels.py), so
+        hub churn does not grow these tables; a hub that comes back starts from 0 (a counter
+        reset to Prometheus)."""
+        gone = set(labels)
+        if not gone:
+            return
+        with self._lock:
+            for table in (
+                self._late,
+                self._workflow_failures,
+                self._multi_actor,
+                self._capacity_over_two,
+                self._publisher_dropped,
+                self._arming,
+                self._resolution,
+            ):
+                for label in gone.intersection(table):
+                    del table[label]
+            for key in [k for k in self._events if k[0] in gone]:
+                del self._events[key]
+
     # ------------------------------------------------------------------ reading
     def read(self) -> CountersView:
         """A consistent copy of all values (cheap: the dicts hold at most cap + 2 hub keys)."""

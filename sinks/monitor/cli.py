@@ -3,12 +3,17 @@
 Exit codes: 0 on success (also when a budget is breached, as the JavaScript monitor
 did), 1 with one ``monitor: <message>`` line on stderr for any error, 2 when
 ``--fail-on-breach`` is given and a budget is breached.
+
+Lines longer than --max-line-bytes (default 1 MiB) or nested deeper than 1024 levels,
+manifest lines that are not archive entries and corrupt files of an archive directory
+are skipped; after the output, ``monitor: ...`` lines on stderr say what and why.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 import zlib
@@ -20,11 +25,12 @@ from rich.console import Console
 
 from contest_telemetry.cli.parser import Parser
 from contest_telemetry.exceptions import ConfigError
-from sinks.monitor.inputs import InputError, open_lines
+from sinks.monitor.inputs import DEFAULT_MAX_LINE_BYTES, InputError, Skips, open_lines
 from sinks.monitor.render import LazyArray, render_table, render_text, write_json
 from sinks.monitor.summary import (
     DEFAULT_ARMING_BUDGET_MS,
     DEFAULT_RESOLUTION_BUDGET_MS,
+    MAX_DEPTH,
     SummaryBuilder,
     parse_time_ms,
 )
@@ -59,6 +65,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub", action="append", metavar="HUB", help="keep only this hub (repeatable)")
     parser.add_argument("--since", metavar="TIME", help="keep events at or after (ISO-8601 or epoch ms)")
     parser.add_argument("--until", metavar="TIME", help="keep events before (ISO-8601 or epoch ms)")
+    parser.add_argument(
+        "--max-line-bytes",
+        metavar="BYTES",
+        help=f"skip longer lines, with a note on stderr (default {DEFAULT_MAX_LINE_BYTES})",
+    )
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -86,6 +97,7 @@ class _Options:
     hubs: tuple[str, ...] | None
     since_ms: float | None
     until_ms: float | None
+    max_line_bytes: int
 
 
 def _threshold(raw: str | None, name: str, default: float) -> float:
@@ -94,6 +106,15 @@ def _threshold(raw: str | None, name: str, default: float) -> float:
     value = float(raw) if _DECIMAL.fullmatch(raw) else math.nan
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} threshold must be a positive number (got {raw!r})")
+    return value
+
+
+def _max_line_bytes(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_MAX_LINE_BYTES
+    value = int(raw) if re.fullmatch(r"[0-9]+", raw) else 0
+    if value < 1:
+        raise ConfigError(f"--max-line-bytes must be a positive integer (got {raw!r})")
     return value
 
 
@@ -128,6 +149,7 @@ def _options(args: argparse.Namespace) -> _Options:
         hubs=tuple(args.hub) if args.hub else None,
         since_ms=since,
         until_ms=until,
+        max_line_bytes=_max_line_bytes(getattr(args, "max_line_bytes", None)),
     )
 
 
@@ -149,7 +171,17 @@ def run(args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: IO[s
     """Run the monitor for parsed arguments; returns the exit code."""
     out = stdout if stdout is not None else sys.stdout
     try:
+        return _run(args, stdin, out)
+    except Exception as error:  # the last resort: one line, never a traceback
+        message = "out of memory" if isinstance(error, MemoryError) else f"{type(error).__name__}: {error}"
+        print(f"{PROG}: internal error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run(args: argparse.Namespace, stdin: BinaryIO | None, out: IO[str]) -> int:
+    try:
         options = _options(args)
+        skips = Skips(options.max_line_bytes)
         builder = SummaryBuilder(
             hubs=options.hubs,
             since_ms=options.since_ms,
@@ -157,7 +189,7 @@ def run(args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: IO[s
             # Only the JSON form prints the failure events; the others need the count.
             keep_failures=options.output == "json",
         )
-        builder.feed_lines(open_lines(options.source, stdin, options.topics))
+        builder.feed_lines(open_lines(options.source, stdin, options.topics, skips))
     except (ConfigError, InputError) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -166,6 +198,29 @@ def run(args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: IO[s
         return EXIT_ERROR
     budgets = {"arming_budget": options.arming_budget, "resolution_budget": options.resolution_budget}
     summary = builder.build(include_raw=False, **budgets)
+    try:
+        _output(summary, builder, options, out, budgets)
+    except OSError as error:  # a closed pipe (`monitor ... | head`), a full disk
+        _silence(out)
+        print(f"{PROG}: cannot write output: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    notes = skips.report()
+    if builder.too_deep:
+        plural = "line" if builder.too_deep == 1 else "lines"
+        notes.append(f"skipped {builder.too_deep} {plural} nested deeper than {MAX_DEPTH} levels")
+    for note in notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
+    breached = summary["durations"]["arming"]["breached"] or summary["durations"]["resolution"]["breached"]
+    return EXIT_BREACHED if options.fail_on_breach and breached else EXIT_OK
+
+
+def _output(
+    summary: dict[str, Any],
+    builder: SummaryBuilder,
+    options: _Options,
+    out: IO[str],
+    budgets: dict[str, float],
+) -> None:
     if options.output == "json":
         # raw is streamed from the records: the whole document never sits in memory.
         summary["raw"] = {
@@ -182,8 +237,18 @@ def run(args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: IO[s
         console.print(render_table(summary, builder.by_hub(**budgets)))
     else:
         _write(out, render_text(summary) + "\n")
-    breached = summary["durations"]["arming"]["breached"] or summary["durations"]["resolution"]["breached"]
-    return EXIT_BREACHED if options.fail_on_breach and breached else EXIT_OK
+
+
+def _silence(out: IO[str]) -> None:
+    """After a write error on stdout, point it at /dev/null so the exit flush cannot fail again."""
+    if out is not sys.stdout:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

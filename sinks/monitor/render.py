@@ -139,10 +139,13 @@ def _js_string(text: str) -> str:
 
 def _js_keys(mapping: dict[str, Any]) -> list[str]:
     # JavaScript objects list array-index keys first, ascending, then the rest as inserted.
-    indexes = [key for key in mapping if _ARRAY_INDEX.fullmatch(key) and int(key) < 2**32 - 1]
+    indexes = [
+        key for key in mapping if key[:1].isdigit() and _ARRAY_INDEX.fullmatch(key) and int(key) < 2**32 - 1
+    ]
     if not indexes:
         return list(mapping)
-    rest = [key for key in mapping if key not in set(indexes)]
+    index_set = set(indexes)
+    rest = [key for key in mapping if key not in index_set]
     return sorted(indexes, key=int) + rest
 
 
@@ -168,43 +171,61 @@ class _Chunks(list[str]):
             self.clear()
 
 
+_END: Any = object()
+
+
 def _write_json(value: Any, indent: str, out: _Chunks) -> None:
-    kind = type(value)
-    if kind is str:
-        out.append(_js_string(value))
-    elif value is None or value is True or value is False:
-        out.append("null" if value is None else ("true" if value else "false"))
-    elif kind is float and value.is_integer() and -_EXACT < value < _EXACT:
-        out.append(str(int(value)))
-    elif isinstance(value, int | float):
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        out.append(js_number(number) if math.isfinite(number) else "null")
-    elif isinstance(value, dict):
-        keys = _js_keys({str(key): None for key in value})
-        if not keys:
-            out.append("{}")
-            return
-        inner = indent + "  "
-        by_name = {str(key): item for key, item in value.items()}
-        out.append("{")
-        for position, key in enumerate(keys):
-            out.append(f"{',' if position else ''}\n{inner}{_js_string(key)}: ")
-            _write_json(by_name[key], inner, out)
-        out.append(f"\n{indent}}}")
-    elif isinstance(value, list | tuple | LazyArray):
-        inner = indent + "  "
-        empty = True
-        for item in value.items if isinstance(value, LazyArray) else value:
-            out.append(f"[\n{inner}" if empty else f",\n{inner}")
-            empty = False
-            _write_json(item, inner, out)
-            out.spill()
-        out.append("[]" if empty else f"\n{indent}]")
-    else:
-        raise TypeError(f"cannot render {type(value).__name__} as JSON")
+    # A loop over an explicit stack rather than recursion: parsed input may nest 1024
+    # levels (orjson's limit), past Python's recursion limit once inside the summary.
+    # A frame is [keys or items, indent of the container, the object (None for an array),
+    # items written so far]; the bottom frame holds only ``value``, at depth 0.
+    stack: list[list[Any]] = [[iter((value,)), indent, None, -1]]
+    while stack:
+        frame = stack[-1]
+        items, outer, mapping, count = frame
+        if count > 0 and mapping is None:
+            out.spill()  # after each whole array item
+        item = next(items, _END)
+        if item is _END:
+            stack.pop()
+            if count >= 0:
+                out.append(f"\n{outer}}}" if mapping is not None else (f"\n{outer}]" if count else "[]"))
+            continue
+        if count < 0:  # the bottom frame: the value itself, at the caller's indent
+            inner = outer
+        else:
+            inner = outer + "  "
+            if mapping is not None:
+                out.append(f"{',' if count else ''}\n{inner}{_js_string(item)}: ")
+                item = mapping[item]
+            else:
+                out.append(f",\n{inner}" if count else f"[\n{inner}")
+            frame[3] = count + 1
+        kind = type(item)
+        if kind is str:
+            out.append(_js_string(item))
+        elif item is None or item is True or item is False:
+            out.append("null" if item is None else ("true" if item else "false"))
+        elif kind is float and item.is_integer() and -_EXACT < item < _EXACT:
+            out.append(str(int(item)))
+        elif isinstance(item, int | float):
+            try:
+                number = float(item)
+            except OverflowError:
+                number = math.inf
+            out.append(js_number(number) if math.isfinite(number) else "null")
+        elif isinstance(item, dict):
+            by_name = {str(key): child for key, child in item.items()}
+            keys = _js_keys(by_name)
+            if keys:
+                out.append("{")
+                stack.append([iter(keys), inner, by_name, 0])
+            else:
+                out.append("{}")
+        elif isinstance(item, list | tuple | LazyArray):
+            stack.append([iter(item.items if isinstance(item, LazyArray) else item), inner, None, 0])
+        else:
+            raise TypeError(f"cannot render {type(item).__name__} as JSON")
 
 
 def render_json(summary: Any) -> str:
@@ -229,12 +250,13 @@ def _duration_cell(value: float | None, breached: bool = False) -> Text:
 
 
 def _row(name: str, summary: dict[str, Any]) -> list[Text | str]:
+    # Hub ids come from the input: a Text cell prints them as they are, never as markup.
     arming = summary["durations"]["arming"]
     resolution = summary["durations"]["resolution"]
     participants = summary["participants"]
     average = participants["average"]
     return [
-        name,
+        Text(name),
         str(summary["totals"]["contestsObserved"]),
         str(summary["totals"]["resolvedContests"]),
         str(summary["totals"]["workflowFailures"]),

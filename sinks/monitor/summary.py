@@ -23,9 +23,12 @@ import orjson
 __all__ = [
     "DEFAULT_ARMING_BUDGET_MS",
     "DEFAULT_RESOLUTION_BUDGET_MS",
+    "MAX_DEPTH",
     "ContestRecord",
     "SummaryBuilder",
+    "decode_event_line",
     "finite_non_negative",
+    "is_depth_error",
     "parse_event_line",
     "parse_time_ms",
     "percentile",
@@ -39,6 +42,8 @@ _PREFIX = "telemetry.contest."
 _LAUNCHED = "telemetry.contest.launched"
 _RESOLVED = "telemetry.contest.resolved"
 _FAILED = "telemetry.contest.workflowFailed"
+MAX_DEPTH = 1024  # orjson's nesting limit
+_DEPTH_ERRORS = ("depth limit", "recursion limit")  # its messages for deeper input (3.10+, older)
 
 
 class ContestRecord:
@@ -138,21 +143,49 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_event_line(line: bytes) -> Any:
-    """Decode one NDJSON line, or return None when ``JSON.parse`` would have thrown.
+def _parse_int(text: str) -> int | float:
+    # JSON.parse reads every number as a double: past 64 bits (where orjson gives up) take
+    # the double, which also spares int() its digit limit and its quadratic time.
+    return int(text) if len(text) <= 20 else float(text)
 
-    orjson is the fast path. It refuses a few texts ``JSON.parse`` accepts (numbers
-    beyond double range, lone surrogates, invalid UTF-8, which Node decodes to U+FFFD),
-    so a failing line is retried with the standard library before it counts as junk.
+
+def is_depth_error(error: orjson.JSONDecodeError) -> bool:
+    """Whether orjson refused the text for nesting deeper than ``MAX_DEPTH``."""
+    return error.msg.startswith(_DEPTH_ERRORS)
+
+
+_TOO_DEEP: Any = object()
+"""What :func:`decode_event_line` returns for JSON nested deeper than ``MAX_DEPTH``."""
+
+
+def decode_event_line(line: bytes) -> Any:
+    """Decode one NDJSON line: the value, None when ``JSON.parse`` would have thrown, or ``_TOO_DEEP``.
+
+    orjson is the fast path and refuses nesting deeper than 1024 levels (``MAX_DEPTH``);
+    such a line is skipped (and counted) rather than parsed some slower, recursive way.
+    orjson also refuses a few texts ``JSON.parse`` accepts (numbers beyond double range,
+    lone surrogates, invalid UTF-8, which Node decodes to U+FFFD), so a line failing for
+    another reason is retried with the standard library before it counts as junk.
     """
     try:
         return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        pass
+    except orjson.JSONDecodeError as error:
+        if is_depth_error(error):
+            return _TOO_DEEP
     try:
-        return json.loads(line.decode("utf-8", "replace"), parse_constant=_reject_constant)
+        return json.loads(
+            line.decode("utf-8", "replace"), parse_constant=_reject_constant, parse_int=_parse_int
+        )
     except ValueError:
         return None
+    except RecursionError:  # the standard library's limit is about 1000 levels
+        return _TOO_DEEP
+
+
+def parse_event_line(line: bytes) -> Any:
+    """Decode one NDJSON line, or return None when ``JSON.parse`` would have thrown or it is too deep."""
+    event = decode_event_line(line)
+    return None if event is _TOO_DEEP else event
 
 
 def parse_time_ms(value: object) -> float | None:
@@ -286,6 +319,7 @@ class SummaryBuilder:
         self.failures_by_hub: Counter[Any] = Counter()
         self.lines = 0
         self.unparsable = 0
+        self.too_deep = 0
         self._hubs = frozenset(hubs) if hubs is not None else None
         self._since = since_ms
         self._until = until_ms
@@ -294,7 +328,10 @@ class SummaryBuilder:
         self._hub_ids: dict[str, str] = {}
 
     def feed_lines(self, lines: Iterable[bytes]) -> None:
-        """Fold NDJSON lines; blank and unparsable lines are skipped, as the monitor does."""
+        """Fold NDJSON lines; blank and unparsable lines are skipped, as the monitor does.
+
+        Lines nested deeper than ``MAX_DEPTH`` are skipped too and counted in ``too_deep``.
+        """
         feed = self.feed_event
         # Records and decoded events hold no reference cycles, but each allocation
         # counts towards the cyclic collector, whose full passes over a heap of
@@ -306,9 +343,12 @@ class SummaryBuilder:
                 self.lines += 1
                 if line.isspace() or not line:
                     continue
-                event = parse_event_line(line)
+                event = decode_event_line(line)
                 if event is None:
                     self.unparsable += 1
+                    continue
+                if event is _TOO_DEEP:
+                    self.too_deep += 1
                     continue
                 feed(event, line)
         finally:
@@ -446,4 +486,7 @@ def _hub_key(hub: object) -> Any:
         return None
     if type(hub) is str:
         return hub
-    return json.dumps(hub, sort_keys=True)
+    try:
+        return json.dumps(hub, sort_keys=True)
+    except RecursionError:  # json.dumps recurses; a parsed hub may nest 1024 levels
+        return "(hub nested too deeply to print)"

@@ -7,14 +7,38 @@ Values passed to the constructor win over the environment.
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["KafkaSettings", "TopicSettings", "settings_error_line"]
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _check_host_port(entry: str) -> str | None:
+    """Why one ``host:port`` of a bootstrap list is wrong, or None (aiokafka's forms: ``host``,
+    ``host:port``, ``[ipv6]``, ``[ipv6]:port``, a bare IPv6 address; the port defaults to 9092)."""
+    if not entry:
+        return "an empty host"
+    if entry.startswith("["):
+        host, sep, rest = entry[1:].partition("]")
+        if not sep or not host or (rest and not rest.startswith(":")):
+            return f"{entry!r} is not [ipv6] or [ipv6]:port"
+        port = rest[1:] if rest else None
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+        if not host:
+            return f"{entry!r} has no host"
+    else:
+        return None  # a host name, or a bare IPv6 address
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"{entry!r}: the port must be 1-65535"
+    return None
 
 
 class KafkaSettings(BaseSettings):
@@ -27,7 +51,9 @@ class KafkaSettings(BaseSettings):
         description="Comma-separated host:port list; the demo starts an embedded broker when unset.",
     )
     client_id: str = Field(
-        default="contest-telemetry", description="Client id the brokers see in their logs and quotas."
+        default="contest-telemetry",
+        min_length=1,
+        description="Client id the brokers see in their logs and quotas.",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
@@ -41,6 +67,38 @@ class KafkaSettings(BaseSettings):
         default=None,
         description="CA bundle (PEM) that signed the brokers' certificates, with SSL or SASL_SSL; default: the system's CAs.",
     )
+    connect_timeout_s: float = Field(
+        default=12.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="How long a command keeps trying to reach the brokers when it starts before it "
+        "stops with one line (worker, ingest, loadgen, archive run).",
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for entry in value.strip().split(","):
+            problem = _check_host_port(entry.strip())
+            if problem is not None:
+                raise ValueError(f"a comma-separated host:port list: {problem}")
+        return value
+
+    @field_validator("ssl_cafile")
+    @classmethod
+    def _check_cafile(cls, value: Path | None) -> Path | None:
+        """The CA bundle must be a readable PEM file now, not when the first TLS connection is made."""
+        if value is None:
+            return value
+        if not value.is_file():
+            raise ValueError("no such file" if not value.exists() else "not a file")
+        try:
+            ssl.create_default_context(cafile=str(value))
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ValueError(f"not a readable PEM CA bundle ({reason})") from None
+        return value
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
@@ -121,6 +179,13 @@ class TopicSettings(BaseSettings):
         default=1, ge=1, description="Replication factor of topics this project creates."
     )
 
+    @field_validator("events", "dlq", "records", "windows", "ingested")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _TOPIC_NAME.fullmatch(value) or value in (".", ".."):
+            raise ValueError("a Kafka topic name: 1-249 of the characters A-Z a-z 0-9 . _ -")
+        return value
+
     def as_env(self) -> dict[str, str]:
         """These settings as the environment of a child process (``CT_TOPIC_EVENTS``, ...)."""
         prefix = str(self.model_config.get("env_prefix", ""))
@@ -133,16 +198,23 @@ def settings_error_line(exc: ValidationError) -> str:
     ``exc.title`` is the settings class; its env prefix turns ``window_s`` into ``CT_WORKER_WINDOW_S``.
     """
     prefix = ""
-    for cls in BaseSettings.__subclasses__():
+    classes: list[type[BaseSettings]] = list(BaseSettings.__subclasses__())
+    while classes:
+        cls = classes.pop()
         if cls.__name__ == exc.title:
             prefix = str(cls.model_config.get("env_prefix", ""))
+            break
+        classes.extend(cls.__subclasses__())
     parts = []
     for error in exc.errors(include_url=False):
         field = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
         if not field:
             # A check across fields: its input is every value, secrets included, so only the message.
-            parts.append(f"{prefix.rstrip('_') or exc.title}: {error['msg'].removeprefix('Value error, ')}")
+            parts.append(f"{prefix.rstrip('_') or exc.title}: {message}")
             continue
         name = f"{prefix}{field.upper()}" if prefix else field
-        parts.append(f"{name}={error.get('input')!r}: {error['msg']}")
-    return "invalid setting " + "; ".join(parts)
+        value = error.get("input")
+        shown = "<secret>" if isinstance(value, SecretStr) or "password" in field else repr(value)
+        parts.append(f"{name}={shown}: {message}")
+    return "invalid setting " + " ".join("; ".join(parts).split())

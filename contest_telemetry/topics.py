@@ -1,16 +1,36 @@
-"""Create the pipeline's topics (idempotent: existing topics are left as they are)."""
+"""Create the pipeline's topics (idempotent: existing topics are left as they are), and wait for
+the brokers to answer (a bounded retry, then one line saying which brokers did not answer)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from contest_telemetry.exceptions import ContestTelemetryError
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 
-__all__ = ["TopicSpec", "ensure_topics", "pipeline_topics"]
+__all__ = [
+    "BrokerUnreachableError",
+    "TopicSpec",
+    "connect_admin",
+    "ensure_topics",
+    "pipeline_topics",
+    "wait_for_brokers",
+]
+
+_AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.admin.client")
+
+
+class BrokerUnreachableError(ContestTelemetryError):
+    """No broker of ``KAFKA_BOOTSTRAP_SERVERS`` answered within the retry budget (the message is
+    one line: the brokers, the protocol, how long, and aiokafka's last reason)."""
+
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
 _OUTPUT_MAX = str(2 * 1024 * 1024)
@@ -42,10 +62,81 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
     ]
 
 
+class _LastError(logging.Filter):
+    """Keeps the text of the last warning or error aiokafka logs and drops the record: a retry
+    loop prints one line at the end, not one per failed attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        self.last = record.getMessage()
+        return False
+
+
+@contextlib.contextmanager
+def _aiokafka_errors() -> Iterator[_LastError]:
+    catcher = _LastError()
+    loggers = [logging.getLogger(name) for name in _AIOKAFKA_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(catcher)
+    try:
+        yield catcher
+    finally:
+        for logger in loggers:
+            logger.removeFilter(catcher)
+
+
+async def connect_admin(kafka: KafkaSettings, timeout_s: float | None = None) -> AIOKafkaAdminClient:
+    """A started admin client; tries again (0.5 s, 1 s, then every 2 s) while no broker answers,
+    and raises :class:`BrokerUnreachableError` after ``timeout_s`` (default
+    ``KAFKA_CONNECT_TIMEOUT_S``). aiokafka's log lines about the failed attempts are held back
+    (the last one is the error's reason)."""
+    if timeout_s is None:
+        timeout_s = kafka.connect_timeout_s
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay, attempts = 0.5, 0
+    reason: str | None = None
+    with _aiokafka_errors() as errors:
+        while True:
+            attempts += 1
+            admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())  # type: ignore[arg-type]
+            try:
+                await asyncio.wait_for(admin.start(), max(deadline - loop.time(), 0.1))
+                return admin
+            except (KafkaError, OSError, TimeoutError) as exc:
+                reason = errors.last or str(exc) or type(exc).__name__
+            except BaseException:
+                await admin.close()
+                raise
+            await admin.close()
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+    raise BrokerUnreachableError(
+        f"no Kafka broker answered at KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} "
+        f"({kafka.security_protocol}) in {timeout_s:g} s (KAFKA_CONNECT_TIMEOUT_S), {attempts} attempts; "
+        "last error: " + " ".join(str(reason).split())
+    )
+
+
+async def wait_for_brokers(kafka: KafkaSettings, timeout_s: float | None = None) -> None:
+    """Return once a broker answers; :class:`BrokerUnreachableError` after ``timeout_s``."""
+    admin = await connect_admin(kafka, timeout_s)
+    await admin.close()
+
+
 async def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec]) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())  # type: ignore[arg-type]
-    await admin.start()
+    """Create the topics that do not exist yet; return the names created. The first thing the
+    commands that connect do: no broker answering within ``KAFKA_CONNECT_TIMEOUT_S`` raises
+    :class:`BrokerUnreachableError` (one line)."""
+    admin = await connect_admin(kafka)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]

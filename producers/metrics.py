@@ -16,7 +16,8 @@ class PublisherMetrics:
         self.dropped = 0
         self.failed = 0
         self.records = 0
-        self._synced = {"enqueued": 0, "sent": 0, "dropped": 0, "failed": 0, "records": 0}
+        self.rejected = 0
+        self._synced = {"enqueued": 0, "sent": 0, "dropped": 0, "failed": 0, "records": 0, "rejected": 0}
         self._registry = registry
         if registry is not None:
             self._counters = {
@@ -39,6 +40,12 @@ class PublisherMetrics:
                 "records": Counter(
                     "contest_publisher_records_sent",
                     "Kafka records (envelopes or single events) acknowledged",
+                    registry=registry,
+                ),
+                "rejected": Counter(
+                    "contest_publisher_events_rejected",
+                    "Events refused when recorded (invalid, not encodable, too large, or out of the "
+                    "event-time bounds); the caller got InvalidEventError",
                     registry=registry,
                 ),
             }
@@ -64,4 +71,5 @@ class PublisherMetrics:
             "dropped": self.dropped,
             "failed": self.failed,
             "records": self.records,
+            "rejected": self.rejected,
         }

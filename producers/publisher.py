@@ -12,7 +12,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -22,27 +24,61 @@ from prometheus_client import CollectorRegistry
 
 from contest_telemetry.schema import (
     ContestEventBase,
+    FieldError,
     arming_duration_ms,
     as_ms,
-    encode,
-    encode_envelope,
     resolution_durations,
 )
 from contest_telemetry.settings import KafkaSettings, TopicSettings
-from producers.exceptions import PublisherClosedError
+from producers.encoding import EventEncoder, envelope_header, envelope_size, pack_envelope
+from producers.exceptions import InvalidEventError, PublisherClosedError
 from producers.metrics import PublisherMetrics
 from producers.settings import PublisherSettings
+from streams.settings import EventTimeSettings
 
 __all__ = ["ContestPublisher", "iso_timestamp"]
 
 log = logging.getLogger(__name__)
 _P = "telemetry.contest."
+_ARMED, _LAUNCHED, _RESOLVED, _EXPIRED = (_P + m for m in ("armed", "launched", "resolved", "expired"))
+_WORKFLOW_STARTED, _WORKFLOW_FAILED = _P + "workflowStarted", _P + "workflowFailed"
+
+
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+"""The last whole second formatted: (epoch s, its ISO-8601 text up to the seconds)."""
+
+
+def _stamp(ms: float | None) -> tuple[str, float]:
+    """:func:`iso_timestamp` and the epoch ms it shows."""
+    global _second
+    if ms is None:
+        sec, us = divmod(time.time_ns() // 1000, 1_000_000)
+    else:
+        # datetime.fromtimestamp's rounding: microseconds half to even.
+        frac, whole = math.modf(ms / 1000.0)
+        us = round(frac * 1e6)  # ValueError for NaN
+        sec = int(whole)  # OverflowError for inf
+        if us >= 1_000_000:
+            sec, us = sec + 1, us - 1_000_000
+        elif us < 0:
+            sec, us = sec - 1, us + 1_000_000
+    cached, text = _second
+    if sec != cached:
+        text = datetime.fromtimestamp(sec, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+        _second = (sec, text)
+    millis = us // 1000
+    return f"{text}.{millis:03d}Z", sec * 1000.0 + millis
 
 
 def iso_timestamp(ms: float | None = None) -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z``, as the hub's logger writes it."""
-    moment = datetime.now(UTC) if ms is None else datetime.fromtimestamp(ms / 1000.0, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO-8601 UTC with milliseconds and a ``Z``, as the hub's logger writes it.
+
+    The text is ``datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")``
+    (microseconds rounded half to even, then cut to milliseconds), but the date and time of day are
+    formatted once per second: this is on every ``record_*`` call. ValueError, OverflowError or
+    OSError when ``ms`` is not a finite time in years 1-9999.
+    """
+    return _stamp(ms)[0]
 
 
 @contextlib.contextmanager
@@ -72,13 +108,24 @@ class ContestPublisher:
         settings: PublisherSettings | None = None,
         topic: str | None = None,
         registry: CollectorRegistry | None = None,
+        event_time: EventTimeSettings | None = None,
     ) -> None:
+        """``event_time``: the pipeline's event-time bounds (``CT_EVENT_TIME_*``); an event whose
+        ``timestamp`` is beyond them from now is refused when recorded (the pipeline would
+        dead-letter it)."""
         self.kafka = kafka or KafkaSettings()
         self.settings = settings or PublisherSettings()
         self.topic = topic or TopicSettings().events
         self.metrics = PublisherMetrics(registry)
         self.idempotent = False
+        future_ms, past_ms = (event_time or EventTimeSettings()).window_ms()
+        self._encoder = EventEncoder(self.settings.max_record_bytes, future_ms, past_ms)
+        # The events buffered, as given (read by benchmarks/publish.py), and in lockstep their hub
+        # and JSON bytes: events are checked and encoded when recorded, the sender joins bytes.
+        # (Three deques, no tuple per event: fewer objects for the garbage collector to track.)
         self._buffer: collections.deque[dict[str, Any]] = collections.deque()
+        self._hubs: collections.deque[str] = collections.deque()
+        self._encoded: collections.deque[bytes] = collections.deque()
         self._dropped_by_hub: dict[str, int] = collections.defaultdict(int)
         self._producer: AIOKafkaProducer | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -174,14 +221,32 @@ class ContestPublisher:
 
     # -- the caller's side ----------------------------------------------------------------------
     async def publish(self, event: dict[str, Any] | ContestEventBase) -> bool:
-        """Buffer one contract event; True when accepted, False when dropped (overflow='drop')."""
+        """Buffer one contract event; True when accepted, False when dropped (overflow='drop').
+
+        The event is checked and encoded here: one the pipeline would not take (the schema's
+        rules, a value JSON cannot hold, larger than a record, a ``timestamp`` beyond the
+        event-time bounds) raises :class:`~producers.exceptions.InvalidEventError` naming the field
+        and why, and nothing is buffered. A dict without ``eventId`` gets one (not when it is refused).
+        """
         payload = event.to_wire() if isinstance(event, ContestEventBase) else event
         if not self._open:
             raise PublisherClosedError("publisher is not running (start() it, and record before close())")
+        added = False
+        if isinstance(payload, dict) and "eventId" not in payload:
+            self._seq += 1
+            payload["eventId"] = f"{self._id}-{self._seq}"
+            added = True
+        try:
+            hub, data = self._encoder.encode(payload)
+        except InvalidEventError:
+            if added:
+                del payload["eventId"]
+            self.metrics.rejected += 1
+            raise
         if len(self._buffer) >= self.settings.buffer_size:
             if self.settings.overflow == "drop":
                 self.metrics.dropped += 1
-                self._dropped_by_hub[payload.get("hubId") or ""] += 1
+                self._dropped_by_hub[hub] += 1
                 return False
             while len(self._buffer) >= self.settings.buffer_size:
                 self._room.clear()
@@ -189,40 +254,27 @@ class ContestPublisher:
                 await self._room.wait()
                 if not self._open:
                     raise PublisherClosedError("publisher closed while waiting for buffer room")
-        if "eventId" not in payload:
-            self._seq += 1
-            payload["eventId"] = f"{self._id}-{self._seq}"
         self._buffer.append(payload)
+        self._hubs.append(hub)
+        self._encoded.append(data)
         self.metrics.enqueued += 1
         if len(self._buffer) >= self.settings.max_envelope_events:
             self._wakeup.set()
         return True
 
-    @staticmethod
-    def _base(
-        message: str,
-        hub_id: str,
-        room_id: str | None,
-        contest_key: str,
-        at_ms: float | None,
-        level: str = "info",
-    ) -> dict[str, Any]:
-        return {
-            "message": _P + message,
-            "timestamp": iso_timestamp(at_ms),
-            "level": level,
-            "schemaVersion": 1,
-            "hubId": hub_id,
-            "roomId": room_id,
-            "contestKey": contest_key,
-        }
+    def _timestamp(self, message: str, at_ms: float | None) -> str:
+        """``timestamp`` of an event recorded at ``at_ms`` (None: now); InvalidEventError naming
+        ``at_ms`` when it is not a time in years 1-9999."""
+        try:
+            timestamp, t_ms = _stamp(at_ms)
+        except (ValueError, OverflowError, OSError, TypeError):
+            error = FieldError("at_ms", f"must be epoch ms in years 1-9999 UTC, got {at_ms!r}")
+            raise InvalidEventError(f"{message}: {error}", [error]) from None
+        self._encoder.stamp = (timestamp, t_ms)  # a timestamp made here needs no parsing again
+        return timestamp
 
-    @staticmethod
-    def _raw_times(event: dict[str, Any], **times: Any) -> None:
-        for key, value in times.items():
-            if value is not None:
-                event[key] = value
-
+    # Each record_* builds its event in one literal (the field order hubs log), then adds the raw
+    # times it has and the extra fields: this is the caller's cost, so no helper calls.
     async def record_armed(
         self,
         *,
@@ -241,23 +293,31 @@ class ContestPublisher:
         at_ms: float | None = None,
         **extra: Any,
     ) -> bool:
-        event = self._base("armed", hub_id, room_id, contest_key, at_ms)
-        event.update(
-            participantCount=participant_count,
-            participantCapacity=participant_capacity,
-            windowMs=_window_ms(created_at, expires_at),
-            label=label,
-            move=move,
-            type=type,
-        )
-        self._raw_times(
-            event,
-            createdAt=created_at,
-            expiresAt=expires_at,
-            moderationTags=moderation_tags,
-            sharedComplicationTags=shared_complication_tags,
-        )
-        event.update(extra)
+        event = {
+            "message": _ARMED,
+            "timestamp": self._timestamp(_ARMED, at_ms),
+            "level": "info",
+            "schemaVersion": 1,
+            "hubId": hub_id,
+            "roomId": room_id,
+            "contestKey": contest_key,
+            "participantCount": participant_count,
+            "participantCapacity": participant_capacity,
+            "windowMs": _window_ms(created_at, expires_at),
+            "label": label,
+            "move": move,
+            "type": type,
+        }
+        if created_at is not None:
+            event["createdAt"] = created_at
+        if expires_at is not None:
+            event["expiresAt"] = expires_at
+        if moderation_tags is not None:
+            event["moderationTags"] = moderation_tags
+        if shared_complication_tags is not None:
+            event["sharedComplicationTags"] = shared_complication_tags
+        if extra:
+            event.update(extra)
         return await self.publish(event)
 
     async def record_launched(
@@ -279,24 +339,32 @@ class ContestPublisher:
         at_ms: float | None = None,
         **extra: Any,
     ) -> bool:
-        event = self._base("launched", hub_id, room_id, contest_key, at_ms)
-        event.update(
-            contestId=contest_id,
-            participantCount=participant_count,
-            participantCapacity=participant_capacity,
-            armingDurationMs=arming_duration_ms(created_at, started_at),
-            label=label,
-            move=move,
-            type=type,
-        )
-        self._raw_times(
-            event,
-            createdAt=created_at,
-            startedAt=started_at,
-            moderationTags=moderation_tags,
-            sharedComplicationTags=shared_complication_tags,
-        )
-        event.update(extra)
+        event = {
+            "message": _LAUNCHED,
+            "timestamp": self._timestamp(_LAUNCHED, at_ms),
+            "level": "info",
+            "schemaVersion": 1,
+            "hubId": hub_id,
+            "roomId": room_id,
+            "contestKey": contest_key,
+            "contestId": contest_id,
+            "participantCount": participant_count,
+            "participantCapacity": participant_capacity,
+            "armingDurationMs": arming_duration_ms(created_at, started_at),
+            "label": label,
+            "move": move,
+            "type": type,
+        }
+        if created_at is not None:
+            event["createdAt"] = created_at
+        if started_at is not None:
+            event["startedAt"] = started_at
+        if moderation_tags is not None:
+            event["moderationTags"] = moderation_tags
+        if shared_complication_tags is not None:
+            event["sharedComplicationTags"] = shared_complication_tags
+        if extra:
+            event.update(extra)
         return await self.publish(event)
 
     async def record_workflow_started(
@@ -311,9 +379,20 @@ class ContestPublisher:
         at_ms: float | None = None,
         **extra: Any,
     ) -> bool:
-        event = self._base("workflowStarted", hub_id, room_id, contest_key, at_ms)
-        event.update(contestId=contest_id, workflowId=workflow_id, runId=run_id)
-        event.update(extra)
+        event = {
+            "message": _WORKFLOW_STARTED,
+            "timestamp": self._timestamp(_WORKFLOW_STARTED, at_ms),
+            "level": "info",
+            "schemaVersion": 1,
+            "hubId": hub_id,
+            "roomId": room_id,
+            "contestKey": contest_key,
+            "contestId": contest_id,
+            "workflowId": workflow_id,
+            "runId": run_id,
+        }
+        if extra:
+            event.update(extra)
         return await self.publish(event)
 
     async def record_workflow_failed(
@@ -327,9 +406,19 @@ class ContestPublisher:
         at_ms: float | None = None,
         **extra: Any,
     ) -> bool:
-        event = self._base("workflowFailed", hub_id, room_id, contest_key, at_ms, level="error")
-        event.update(contestId=contest_id, error=error or "workflow_failed")
-        event.update(extra)
+        event = {
+            "message": _WORKFLOW_FAILED,
+            "timestamp": self._timestamp(_WORKFLOW_FAILED, at_ms),
+            "level": "error",
+            "schemaVersion": 1,
+            "hubId": hub_id,
+            "roomId": room_id,
+            "contestKey": contest_key,
+            "contestId": contest_id,
+            "error": error or "workflow_failed",
+        }
+        if extra:
+            event.update(extra)
         return await self.publish(event)
 
     async def record_resolved(
@@ -352,25 +441,34 @@ class ContestPublisher:
         **extra: Any,
     ) -> bool:
         arming, resolution = resolution_durations(created_at, started_at, resolved_at)
-        event = self._base("resolved", hub_id, room_id, contest_key, at_ms)
-        event.update(
-            contestId=contest_id,
-            participantCount=participant_count,
-            participantCapacity=participant_capacity,
-            outcomeTier=outcome_tier,
-            sharedComplicationCount=shared_complication_count,
-            armingDurationMs=arming,
-            resolutionDurationMs=resolution,
-        )
-        self._raw_times(
-            event,
-            createdAt=created_at,
-            startedAt=started_at,
-            resolvedAt=resolved_at,
-            moderationTags=moderation_tags,
-            sharedComplicationTags=shared_complication_tags,
-        )
-        event.update(extra)
+        event = {
+            "message": _RESOLVED,
+            "timestamp": self._timestamp(_RESOLVED, at_ms),
+            "level": "info",
+            "schemaVersion": 1,
+            "hubId": hub_id,
+            "roomId": room_id,
+            "contestKey": contest_key,
+            "contestId": contest_id,
+            "participantCount": participant_count,
+            "participantCapacity": participant_capacity,
+            "outcomeTier": outcome_tier,
+            "sharedComplicationCount": shared_complication_count,
+            "armingDurationMs": arming,
+            "resolutionDurationMs": resolution,
+        }
+        if created_at is not None:
+            event["createdAt"] = created_at
+        if started_at is not None:
+            event["startedAt"] = started_at
+        if resolved_at is not None:
+            event["resolvedAt"] = resolved_at
+        if moderation_tags is not None:
+            event["moderationTags"] = moderation_tags
+        if shared_complication_tags is not None:
+            event["sharedComplicationTags"] = shared_complication_tags
+        if extra:
+            event.update(extra)
         return await self.publish(event)
 
     async def record_expired(
@@ -390,19 +488,29 @@ class ContestPublisher:
         at_ms: float | None = None,
         **extra: Any,
     ) -> bool:
-        event = self._base("expired", hub_id, room_id, contest_key, at_ms)
-        event.update(
-            participantCount=participant_count,
-            participantCapacity=participant_capacity,
-            label=label,
-            move=move,
-            type=type,
-            expiredAt=expired_at,
-            windowMs=_window_ms(created_at, expires_at),
-            armingDurationMs=_window_ms(created_at, expired_at),
-        )
-        self._raw_times(event, createdAt=created_at, expiresAt=expires_at)
-        event.update(extra)
+        event = {
+            "message": _EXPIRED,
+            "timestamp": self._timestamp(_EXPIRED, at_ms),
+            "level": "info",
+            "schemaVersion": 1,
+            "hubId": hub_id,
+            "roomId": room_id,
+            "contestKey": contest_key,
+            "participantCount": participant_count,
+            "participantCapacity": participant_capacity,
+            "label": label,
+            "move": move,
+            "type": type,
+            "expiredAt": expired_at,
+            "windowMs": _window_ms(created_at, expires_at),
+            "armingDurationMs": _window_ms(created_at, expired_at),
+        }
+        if created_at is not None:
+            event["createdAt"] = created_at
+        if expires_at is not None:
+            event["expiresAt"] = expires_at
+        if extra:
+            event.update(extra)
         return await self.publish(event)
 
     # -- the sender -----------------------------------------------------------------------------
@@ -425,35 +533,47 @@ class ContestPublisher:
 
     async def _send_buffered(self) -> None:
         assert self._producer is not None
-        batch = list(self._buffer)
+        hubs, encoded = list(self._hubs), list(self._encoded)
         self._buffer.clear()
+        self._hubs.clear()
+        self._encoded.clear()
         self._room.set()
-        if not batch:
+        if not encoded:
             return
-        self._inflight += len(batch)
+        self._inflight += len(encoded)
         if self.settings.batching == "single":
-            for event in batch:
-                await self._send(event.get("hubId") or "", [event], 0)
+            for hub, data in zip(hubs, encoded, strict=True):
+                await self._send(hub, data, 1)
         else:
-            by_hub: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-            for event in batch:
-                by_hub[event.get("hubId") or ""].append(event)
-            size = self.settings.max_envelope_events
-            for hub, events in by_hub.items():
+            by_hub: dict[str, list[bytes]] = collections.defaultdict(list)
+            for hub, data in zip(hubs, encoded, strict=True):
+                by_hub[hub].append(data)
+            for hub, blobs in by_hub.items():
                 dropped = self._dropped_by_hub.pop(hub, 0)
-                for i in range(0, len(events), size):
-                    await self._send(hub, events[i : i + size], dropped if i == 0 else 0)
+                for value, count in self._envelopes(hub, blobs, dropped):
+                    await self._send(hub, value, count)
         self.metrics.sync(len(self._buffer))
 
-    async def _send(self, hub: str, events: list[dict[str, Any]], dropped: int) -> None:
-        """Queue one record; every failure is settled here so ``flush()`` never waits forever."""
+    def _envelopes(self, hub: str, blobs: list[bytes], dropped: int) -> Iterator[tuple[bytes, int]]:
+        """Envelopes of ``blobs`` (encoded events of ``hub``, in order) of at most
+        ``max_envelope_events`` events and ``max_record_bytes`` bytes each, with their event
+        counts; the hub's dropped count travels in the first."""
+        header = envelope_header(hub)
+        most, limit = self.settings.max_envelope_events, self.settings.max_record_bytes
+        start, size = 0, 0
+        for i, data in enumerate(blobs):
+            count = i - start
+            if count and (count >= most or envelope_size(header, size + len(data), count + 1) > limit):
+                yield pack_envelope(header, blobs[start:i], dropped), count
+                start, size, dropped = i, 0, 0
+            size += len(data)
+        yield pack_envelope(header, blobs[start:], dropped), len(blobs) - start
+
+    async def _send(self, hub: str, value: bytes, count: int) -> None:
+        """Queue one record of ``count`` events; every failure is settled here so ``flush()`` never
+        waits forever."""
         assert self._producer is not None
-        count = len(events)
         try:
-            if self.settings.batching == "single":
-                value = encode(events[0])
-            else:
-                value = encode_envelope(hub, events, dropped)
             future = await self._producer.send(self.topic, value, key=hub.encode())
         except asyncio.CancelledError:
             self._inflight -= count

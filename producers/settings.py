@@ -29,6 +29,14 @@ class PublisherSettings(BaseSettings):
         "'single' sends one record per event (today's contract form).",
     )
     max_envelope_events: int = Field(default=500, ge=1, description="Most events in one envelope record.")
+    max_record_bytes: int = Field(
+        default=1_000_000,
+        ge=4096,
+        le=4_000_000,
+        description="Largest record value sent (keep under the topic's max.message.bytes, 1 MiB by "
+        "default): envelopes are cut to fit, and an event that does not fit in one of its own is "
+        "refused when recorded.",
+    )
     linger_ms: int = Field(default=20, ge=0, description="How long the sender waits to fill envelopes.")
     acks: Literal["all", "1", "0"] = Field(default="all", description="Broker acknowledgement: all, 1 or 0.")
     idempotence: Literal["auto", "on", "off"] = Field(

@@ -186,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
         settings, kafka, topics = _settings(args)
         exporter = ExporterSettings()
     except (StreamsConfigError, ValidationError) as exc:
-        print(f"worker: {str(exc).splitlines()[0]}", file=sys.stderr)
+        line = settings_error_line(exc) if isinstance(exc, ValidationError) else str(exc)
+        print(f"worker: {line.splitlines()[0]}", file=sys.stderr)
         return 1
     counters = PipelineCounters(max_hubs=exporter.max_hubs, max_label_length=exporter.max_label_length)
     registry = CollectorRegistry()

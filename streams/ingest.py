@@ -460,7 +460,7 @@ class IngestStage:
             while not stop.is_set():
                 while inflight and inflight[0].done():
                     await inflight.popleft()  # raises what stopped a delivery
-                batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records)
+                batch = await self._poll(consumer)
                 if batch:
                     poll = await self._pack(batch)
                     limit = 1 if self.transactional else _IN_FLIGHT
@@ -480,6 +480,31 @@ class IngestStage:
                 with contextlib.suppress(BaseException):
                     await task
         self._log_progress(time.monotonic())
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """One poll: the first records, then what else arrives within ``poll_linger_ms`` (up to
+        ``max_poll_records``). At a live rate a bare ``getmany`` returns a record or two, and
+        each poll costs a produce and a commit round trip (a transaction on Apache Kafka), which
+        capped the rate the stage could keep fresh; lingering packs more events per record for
+        the worker too."""
+        s = self.settings
+        batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records)
+        if not batch or s.poll_linger_ms <= 0:
+            return batch
+        merged: dict[TopicPartition, list[Any]] = {tp: list(records) for tp, records in batch.items()}
+        total = sum(len(records) for records in merged.values())
+        deadline = time.monotonic() + s.poll_linger_ms / 1000.0
+        while total < s.max_poll_records:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = await consumer.getmany(
+                timeout_ms=int(left * 1000) + 1, max_records=s.max_poll_records - total
+            )
+            for tp, records in more.items():
+                merged.setdefault(tp, []).extend(records)
+                total += len(records)
+        return merged
 
     async def process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> PackStats:
         """One poll, not pipelined: pack it, send everything, commit its offsets."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contest_telemetry.schema.events import MAX_MILLIS
 
 __all__ = ["WorkerSettings"]
 
@@ -24,14 +26,23 @@ class WorkerSettings(BaseSettings):
         default_factory=lambda: Path(tempfile.gettempdir()) / "contest-telemetry-worker",
         description="Faust's data directory (the memory store keeps nothing there but faust wants one).",
     )
-    window_s: float = Field(default=60.0, gt=0, description="Tumbling window size, event time.")
-    grace_s: float = Field(default=30.0, ge=0, description="Allowed lateness after a window's end.")
+    window_s: float = Field(
+        default=60.0, gt=0, allow_inf_nan=False, description="Tumbling window size, event time."
+    )
+    grace_s: float = Field(
+        default=30.0, ge=0, allow_inf_nan=False, description="Allowed lateness after a window's end."
+    )
     rolling_windows: int = Field(default=5, ge=1, description="Closed windows merged into the rolling view.")
     retained_windows: int = Field(default=15, ge=1, description="Closed windows kept per hub in state.")
     lifecycle_ttl_s: float = Field(
-        default=3600.0, gt=0, description="Open contests not seen for this long (event time) are expired."
+        default=3600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Open contests not seen for this long (event time) are expired.",
     )
-    alpha: float = Field(default=0.01, gt=0, lt=1, description="DDSketch relative accuracy.")
+    alpha: float = Field(
+        default=0.01, gt=0, lt=1, allow_inf_nan=False, description="DDSketch relative accuracy."
+    )
     max_open_contests: int = Field(
         default=100_000,
         ge=1,
@@ -68,18 +79,24 @@ class WorkerSettings(BaseSettings):
         "(with source=ingested); 'none': ingest stages run on their own.",
     )
     arming_budget_ms: float = Field(
-        default=8000.0, gt=0, description="Arming p95 budget (window results flag breaches)."
+        default=8000.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Arming p95 budget (window results flag breaches).",
     )
-    resolution_budget_ms: float = Field(default=800.0, gt=0, description="Resolution p95 budget.")
+    resolution_budget_ms: float = Field(
+        default=800.0, gt=0, allow_inf_nan=False, description="Resolution p95 budget."
+    )
     web_enabled: bool = Field(
         default=False, description="Serve faust's own web UI (the exporter is separate)."
     )
-    web_port: int = Field(default=6066, description="Port of faust's web UI when enabled.")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="Port of faust's web UI when enabled.")
     producer_acks: int = Field(default=-1, description="-1 = all (Tansu takes it too, without idempotence).")
     loglevel: str = Field(default="warn", description="faust log level: debug, info, warn, error.")
     window_send_timeout_s: float = Field(
         default=30.0,
         gt=0,
+        allow_inf_nan=False,
         description="Wait this long for window results to be acknowledged before state marks them emitted.",
     )
     apply_retry_s: float = Field(
@@ -91,19 +108,61 @@ class WorkerSettings(BaseSettings):
     reread_timeout_s: float = Field(
         default=60.0,
         gt=0,
+        allow_inf_nan=False,
         description="Give up (and stop the worker) when records the state has not applied cannot be read again for this long.",
     )
     stall_s: float = Field(
         default=30.0,
         gt=0,
+        allow_inf_nan=False,
         description="An owned input partition with records waiting and nothing applied for this long is put back into fetching (see docs/known-issues.md).",
     )
     bench_expect_events: int | None = Field(
-        default=None, description="Benchmark only: write a timing report once this many events were applied."
+        default=None,
+        ge=1,
+        description="Benchmark only: write a timing report once this many events were applied.",
     )
     bench_report: Path | None = Field(
         default=None, description="Benchmark only: where that timing report goes."
     )
+
+    @field_validator("window_s", "lifecycle_ttl_s")
+    @classmethod
+    def _whole_ms(cls, value: float) -> float:
+        # Used in whole ms (window_ms, ttl_ms): 0 ms would divide by zero, beyond year 9999 in ms
+        # (the largest time an event may carry) nothing could ever fall in or out.
+        if not 1 <= round(value * 1000) <= MAX_MILLIS:
+            raise ValueError(f"must be at least 0.001 s (1 ms) and at most {MAX_MILLIS // 1000} s")
+        return value
+
+    @field_validator("grace_s")
+    @classmethod
+    def _grace_ms(cls, value: float) -> float:
+        if round(value * 1000) > MAX_MILLIS:
+            raise ValueError(f"must be at most {MAX_MILLIS // 1000} s")
+        return value
+
+    @field_validator("alpha")
+    @classmethod
+    def _sketch_alpha(cls, value: float) -> float:
+        # DDSketch's gamma = (1 + alpha) / (1 - alpha) must stay above 1 in floating point.
+        if value < 1e-6:
+            raise ValueError("must be at least 1e-06 (and below 1)")
+        return value
+
+    @field_validator("producer_acks")
+    @classmethod
+    def _acks(cls, value: int) -> int:
+        if value not in (-1, 0, 1):
+            raise ValueError("must be -1 (all), 0 or 1")
+        return value
+
+    @field_validator("loglevel")
+    @classmethod
+    def _loglevel(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warn", "warning", "error", "critical"):
+            raise ValueError("must be debug, info, warn, error or critical")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> WorkerSettings:
@@ -178,6 +237,13 @@ class IngestSettings(BaseSettings):
         "1 MiB by default); a single source record larger than this is still sent whole.",
     )
     poll_timeout_ms: int = Field(default=100, ge=0, description="How long one poll waits for records.")
+    poll_linger_ms: int = Field(
+        default=25,
+        ge=0,
+        le=10_000,
+        description="Once a poll has records, keep gathering what arrives for this long (up to "
+        "max_poll_records) before packing: fewer, fuller records and commits at live rates.",
+    )
     fetch_max_wait_ms: int = Field(
         default=50, ge=0, description="How long the broker may hold a fetch to fill it."
     )

@@ -6,6 +6,8 @@ Errors the user can fix (bad flags, bad config, a broker that cannot start) prin
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import importlib
 import importlib.util
 import logging
@@ -52,6 +54,53 @@ def build_parser() -> Parser:
     return parser
 
 
+# Settings a command reads only later (in a child process, or once connected): read here first, so
+# that a bad value stops the command before anything starts, with one line naming the variable.
+_LATER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "worker": ("streams.settings:IngestSettings", "streams.settings:EventTimeSettings"),
+    "ingest": ("streams.settings:EventTimeSettings",),
+}
+
+
+def _check_later_settings(command: str) -> None:
+    """Raise the ValidationError of the first settings class ``command`` reads later."""
+    for spec in _LATER_SETTINGS.get(command, ()):
+        module, name = spec.split(":")
+        getattr(importlib.import_module(module), name)()
+
+
+def _archive_preflight(args: argparse.Namespace) -> int | None:
+    """``archive run`` connects in ``sinks/archive``, whose error path reports the first failed
+    bootstrap at once: wait for the brokers here first, with the bounded retry every command that
+    connects has (``ensure_topics`` gives it to worker, ingest and loadgen). The archive's own
+    conventions: ``archive: <line>``, exit 2 for a bad setting, 1 when no broker answers. Returns
+    the exit code, or None to go on (also when the archive's own configuration check fails: it
+    then reports that itself, before anything connects)."""
+    if args.command != "archive" or getattr(args, "archive_command", None) != "run":
+        return None
+    from contest_telemetry.settings import KafkaSettings, TopicSettings
+    from contest_telemetry.topics import wait_for_brokers
+
+    try:
+        kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
+        TopicSettings()
+    except ValidationError as exc:  # one line naming the variable (KAFKA_SSL_CAFILE, ...)
+        print(f"archive: {settings_error_line(exc)}", file=sys.stderr)
+        return 2
+    check = getattr(importlib.import_module(_COMMANDS["archive"]), "_settings", None)
+    if check is not None:
+        try:
+            check(args)
+        except Exception:
+            return None
+    try:
+        asyncio.run(wait_for_brokers(kafka))
+    except ContestTelemetryError as exc:
+        print(f"archive: {exc}", file=sys.stderr)
+        return 1
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["monitor"]:
@@ -65,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        _check_later_settings(args.command)
+        failed = _archive_preflight(args)
+        if failed is not None:
+            return failed
         module = importlib.import_module(_COMMANDS[args.command])
         return int(module.run(args))
     except ContestTelemetryError as exc:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -81,3 +84,133 @@ def test_incomplete_sasl_is_one_line_without_secrets(monkeypatch: pytest.MonkeyP
     with pytest.raises(ValidationError) as info:
         KafkaSettings(sasl_mechanism="PLAIN", sasl_username="u")  # a mechanism without a SASL protocol
     assert "needs a SASL security_protocol, not PLAINTEXT" in settings_error_line(info.value)
+
+
+# -- bad values fail when settings load, with one line naming the variable ----------------------
+def _line(cls: type, **env_or_kwargs: object) -> str:
+    with pytest.raises(ValidationError) as info:
+        cls(**env_or_kwargs)
+    line = settings_error_line(info.value)
+    assert "\n" not in line and "Value error" not in line, line
+    return line
+
+
+def test_the_ca_file_is_checked_when_settings_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("KAFKA_SSL_CAFILE", "/nope")
+    assert _line(KafkaSettings) == "invalid setting KAFKA_SSL_CAFILE='/nope': no such file"
+    monkeypatch.setenv("KAFKA_SSL_CAFILE", str(tmp_path))
+    assert _line(KafkaSettings).endswith(": not a file")
+    junk = tmp_path / "ca.pem"
+    junk.write_text("not a certificate\n")
+    monkeypatch.setenv("KAFKA_SSL_CAFILE", str(junk))
+    assert f"KAFKA_SSL_CAFILE='{junk}': not a readable PEM CA bundle" in _line(KafkaSettings)
+    bundle = ssl.get_default_verify_paths().cafile
+    if bundle and Path(bundle).is_file():
+        monkeypatch.setenv("KAFKA_SSL_CAFILE", bundle)
+        assert KafkaSettings().ssl_cafile == Path(bundle)
+
+
+@pytest.mark.parametrize(
+    "servers,ok",
+    [
+        ("127.0.0.1:9092", True),
+        ("a:1,b:65535, c:9093", True),
+        ("broker", True),
+        ("[::1]:9092,[::1],::1", True),
+        ("127.0.0.1:abc", False),
+        ("host:0", False),
+        ("host:99999", False),
+        ("", False),
+        ("a:1,,b:2", False),
+        (":9092", False),
+        ("[::1]9092", False),
+    ],
+)
+def test_bootstrap_servers_are_host_port_lists(servers: str, ok: bool) -> None:
+    if ok:
+        assert KafkaSettings(bootstrap_servers=servers).bootstrap_servers == servers
+    else:
+        assert _line(KafkaSettings, bootstrap_servers=servers).startswith(
+            f"invalid setting KAFKA_BOOTSTRAP_SERVERS={servers!r}: a comma-separated host:port list"
+        )
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 250, "..", "events/dlq"])
+def test_topic_names_are_kafka_topic_names(name: str) -> None:
+    assert _line(TopicSettings, dlq=name).startswith(
+        f"invalid setting CT_TOPIC_DLQ={name!r}: a Kafka topic name"
+    )
+
+
+@pytest.mark.parametrize(
+    "env,value,why",
+    [
+        ("CT_WORKER_WINDOW_S", "0.0001", "at least 0.001 s"),  # rounds to 0 ms: divided by zero
+        ("CT_WORKER_WINDOW_S", "0.0004", "at least 0.001 s"),
+        ("CT_WORKER_WINDOW_S", "1e300", "at most 253402300799 s"),
+        ("CT_WORKER_LIFECYCLE_TTL_S", "inf", "finite number"),  # overflowed int(inf * 1000)
+        ("CT_WORKER_LIFECYCLE_TTL_S", "0.0001", "at least 0.001 s"),
+        ("CT_WORKER_GRACE_S", "nan", "finite number"),
+        ("CT_WORKER_GRACE_S", "1e300", "at most"),
+        ("CT_WORKER_ALPHA", "1e-300", "at least 1e-06"),  # DDSketch's gamma rounds to 1: log(1) = 0
+        ("CT_WORKER_STALL_S", "inf", "finite number"),
+        ("CT_WORKER_PRODUCER_ACKS", "2", "-1 (all), 0 or 1"),
+        ("CT_WORKER_LOGLEVEL", "loud", "debug, info, warn, error or critical"),
+        ("CT_WORKER_WEB_PORT", "70000", "less than or equal to 65535"),
+    ],
+)
+def test_worker_values_that_failed_later_fail_when_settings_load(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, why: str
+) -> None:
+    from streams.settings import WorkerSettings
+
+    monkeypatch.setenv(env, value)
+    line = _line(WorkerSettings)
+    assert line.startswith(f"invalid setting {env}={value!r}: ") and why in line, line
+
+
+def test_worker_boundaries_are_accepted() -> None:
+    from streams.settings import WorkerSettings
+
+    s = WorkerSettings(window_s=0.001, lifecycle_ttl_s=0.001, grace_s=0, alpha=1e-6, loglevel="WARNING")
+    assert (s.window_ms, s.ttl_ms, s.grace_ms) == (1, 1, 0)
+
+
+def _float_fields() -> list[tuple[type, str]]:
+    from sinks.prometheus.settings import ExporterSettings
+    from streams.settings import EventTimeSettings, WorkerSettings
+
+    classes = [
+        KafkaSettings,
+        TopicSettings,
+        PublisherSettings,
+        WorkerSettings,
+        EventTimeSettings,
+        ExporterSettings,
+    ]
+    return [
+        (cls, name)
+        for cls in classes
+        for name, info in cls.model_fields.items()
+        if info.annotation in (float, float | None)
+    ]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+@pytest.mark.parametrize("cls,name", _float_fields(), ids=lambda v: getattr(v, "__name__", v))
+def test_every_float_setting_is_finite(
+    monkeypatch: pytest.MonkeyPatch, cls: type, name: str, value: str
+) -> None:
+    env = f"{cls.model_config['env_prefix']}{name.upper()}"
+    monkeypatch.setenv(env, value)
+    assert _line(cls).startswith(f"invalid setting {env}={value!r}: "), env
+
+
+def test_float_fields_are_found() -> None:
+    names = {f"{cls.__name__}.{name}" for cls, name in _float_fields()}
+    assert {
+        "WorkerSettings.window_s",
+        "WorkerSettings.lifecycle_ttl_s",
+        "KafkaSettings.connect_timeout_s",
+    } <= names

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from typing import Any
 
 import orjson
 import pytest
@@ -9,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from contest_telemetry.schema import decode_record
 from contest_telemetry.settings import KafkaSettings
 from producers import ContestPublisher, PublisherSettings
-from producers.exceptions import PublisherClosedError
+from producers.exceptions import InvalidEventError, PublisherClosedError
 from tests.conftest import KafkaTarget
 from tests.contest_telemetry.contract_events import ALL
 from tests.helpers.kafka import consume
@@ -145,3 +147,74 @@ async def test_full_buffer_waits_with_wait_policy(
             )
         )
     assert all(results) and pub.stats()["dropped"] == 0 and pub.stats()["sent"] == 200
+
+
+# Each would have made the whole envelope it shared with good events fail in the sender.
+_UNSENDABLE: list[dict[str, Any]] = [
+    {"big": 2**64},  # an int beyond 64 bits
+    {"tags": {"a", "b"}},  # a set
+    {"meta": {1: "x"}},  # a non-str key
+    {"createdAt": math.nan},  # NaN where the schema says finite
+    {"schemaVersion": -1},  # beyond the schema's bounds
+    {"note": "\ud800"},  # not valid UTF-8
+]
+
+
+async def test_one_event_that_cannot_be_encoded_never_fails_its_envelope(
+    kafka_settings: KafkaSettings, make_topic, kafka_broker: KafkaTarget
+) -> None:
+    topic = make_topic("unsendable")
+    settings = PublisherSettings(linger_ms=60_000, max_envelope_events=500)
+    registry = CollectorRegistry()
+    pub = await ContestPublisher(kafka_settings, settings, topic=topic, registry=registry).start()
+    common = {"hub_id": "h", "room_id": "r", "contest_key": "k"}
+    for i in range(250):
+        assert await pub.record_workflow_failed(contest_id=f"c{i}", **common)
+    for extra in _UNSENDABLE:
+        with pytest.raises(InvalidEventError) as info:
+            await pub.record_workflow_failed(contest_id="bad", **common, **extra)
+        (field,) = extra
+        assert info.value.errors and info.value.errors[0].field.split(".")[0] == field, info.value
+        with pytest.raises(InvalidEventError):
+            await pub.publish(
+                {
+                    "message": "telemetry.contest.workflowFailed",
+                    "hubId": "h",
+                    "contestKey": "k",
+                    "contestId": "x",
+                }
+                | extra
+            )
+    for i in range(250, 499):
+        assert await pub.record_workflow_failed(contest_id=f"c{i}", **common)
+    await pub.close()
+    stats = pub.stats()
+    assert (stats["sent"], stats["failed"], stats["rejected"]) == (499, 0, 2 * len(_UNSENDABLE)), stats
+    assert registry.get_sample_value("contest_publisher_events_rejected_total") == 2 * len(_UNSENDABLE)
+    [record] = await consume(kafka_broker.bootstrap, topic, count=1, idle=0.5)
+    decoded = decode_record(record.value)
+    assert decoded.envelope and not decoded.invalid
+    assert [e.to_wire()["contestId"] for e in decoded.events] == [f"c{i}" for i in range(499)]
+
+
+async def test_envelopes_are_cut_to_the_record_size_limit(
+    kafka_settings: KafkaSettings, make_topic, kafka_broker: KafkaTarget
+) -> None:
+    topic = make_topic("cut")
+    settings = PublisherSettings(linger_ms=60_000, max_record_bytes=20_000, max_envelope_events=500)
+    pub = await ContestPublisher(kafka_settings, settings, topic=topic).start()
+    for i in range(40):
+        await pub.record_workflow_failed(
+            hub_id="h", room_id="r", contest_id=f"c{i}", contest_key="k", error="e" * (1000 + 97 * i)
+        )
+    with pytest.raises(InvalidEventError, match="CT_PUBLISHER_MAX_RECORD_BYTES=20000") as info:
+        await pub.record_workflow_failed(
+            hub_id="h", room_id="r", contest_id="c", contest_key="k", error="e" * 20_000
+        )
+    assert info.value.reason == "size"
+    await pub.close()
+    assert pub.stats()["sent"] == 40 and pub.stats()["failed"] == 0
+    records = await consume(kafka_broker.bootstrap, topic, count=pub.stats()["records"], idle=0.5)
+    assert len(records) > 1 and all(len(r.value) <= 20_000 for r in records)
+    ids = [e.to_wire()["contestId"] for r in records for e in decode_record(r.value).events]
+    assert ids == [f"c{i}" for i in range(40)]

@@ -248,11 +248,14 @@ class IngestSettings(BaseSettings):
         default=50, ge=0, description="How long the broker may hold a fetch to fill it."
     )
     transactions: str = Field(
-        default="auto",
+        default="off",
         pattern="^(auto|on|off)$",
-        description="'on': a transactional producer commits each poll's output and its input offsets "
-        "atomically (exactly once); 'off': at-least-once (every send acknowledged, then the offsets "
-        "committed); 'auto': 'on' where the broker grants producer ids, else 'off' (Tansu).",
+        description="'off': at-least-once (every send acknowledged, then the offsets committed; the "
+        "worker deduplicates by source offset, so its results are exactly once); 'on': a "
+        "transactional producer commits each poll's output and its input offsets atomically "
+        "(exactly once for other read_committed readers of the ingested topic; each commit leaves a "
+        "marker the worker must read past, see docs/known-issues.md); 'auto': 'on' where the broker "
+        "grants producer ids.",
     )
     transactional_id: str = Field(
         default="contest-telemetry-ingest",

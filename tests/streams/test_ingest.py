@@ -412,7 +412,11 @@ async def test_stage_in_process_mixed_input_and_dead_letters(
     n_good = n_events + 2
 
     settings = IngestSettings(
-        group_id=f"ingest-{unique}", max_poll_records=40, max_batch_events=25, instance_id=unique
+        group_id=f"ingest-{unique}",
+        max_poll_records=40,
+        max_batch_events=25,
+        instance_id=unique,
+        transactions="auto",  # exactly once where the broker has transactions (the default is off)
     )
     stage = IngestStage(kafka_settings, topics, settings)
     await stage.start()
@@ -480,6 +484,7 @@ def _env(bootstrap: str, topics: TopicSettings, unique: str) -> dict[str, str]:
         "CT_TOPIC_PARTITIONS": str(topics.partitions),
         "CT_INGEST_GROUP_ID": f"ingest-{unique}",
         "CT_INGEST_INSTANCE_ID": unique,  # a restart aborts the killed run's open transaction
+        "CT_INGEST_TRANSACTIONS": "auto",
         "CT_INGEST_MAX_POLL_RECORDS": "100",
         "CT_INGEST_LOG_INTERVAL_S": "1",
         "PYTHONUNBUFFERED": "1",

@@ -44,7 +44,7 @@ def _check_host_port(entry: str) -> str | None:
 class KafkaSettings(BaseSettings):
     """Connection to the Kafka cluster (env prefix ``KAFKA_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore", allow_inf_nan=False)
 
     bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
@@ -157,7 +157,7 @@ class KafkaSettings(BaseSettings):
 class TopicSettings(BaseSettings):
     """Topic names and layout (env prefix ``CT_TOPIC_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CT_TOPIC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CT_TOPIC_", extra="ignore", allow_inf_nan=False)
 
     events: str = Field(
         default="contest.events", description="Hub events in (single events or envelopes), keyed by hubId."

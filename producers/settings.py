@@ -13,7 +13,7 @@ __all__ = ["PublisherSettings"]
 class PublisherSettings(BaseSettings):
     """How the hub publisher buffers and sends events (env prefix ``CT_PUBLISHER_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CT_PUBLISHER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CT_PUBLISHER_", extra="ignore", allow_inf_nan=False)
 
     buffer_size: int = Field(
         default=50_000, ge=1, description="Events held before the overflow policy applies."

@@ -16,7 +16,7 @@ __all__ = ["WorkerSettings"]
 class WorkerSettings(BaseSettings):
     """The stream worker: windows, state and faust (env prefix ``CT_WORKER_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CT_WORKER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CT_WORKER_", extra="ignore", allow_inf_nan=False)
 
     app_id: str = Field(
         default="contest-telemetry-worker",
@@ -190,7 +190,7 @@ class EventTimeSettings(BaseSettings):
     ``event_time``: a hub clock far ahead would otherwise move the watermark and make every other
     hub's events late. Events without a ``timestamp`` take the record's and always pass."""
 
-    model_config = SettingsConfigDict(env_prefix="CT_EVENT_TIME_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CT_EVENT_TIME_", extra="ignore", allow_inf_nan=False)
 
     max_future_s: float | None = Field(
         default=300.0,
@@ -218,7 +218,7 @@ class IngestSettings(BaseSettings):
     """The ingest stage (``contest-telemetry ingest``): contest.events -> the ingested topic
     (env prefix ``CT_INGEST_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CT_INGEST_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CT_INGEST_", extra="ignore", allow_inf_nan=False)
 
     group_id: str = Field(
         default="contest-telemetry-ingest", min_length=1, description="Consumer group on contest.events."

@@ -13,7 +13,7 @@ __all__ = ["ArchiveSettings"]
 class ArchiveSettings(BaseSettings):
     """Where and how ``contest.events`` and ``contest.records`` are archived."""
 
-    model_config = SettingsConfigDict(env_prefix="CT_ARCHIVE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CT_ARCHIVE_", extra="ignore", allow_inf_nan=False)
 
     dir: Path = Field(default=Path("./contest-archive"), description="Root of the archive tree.")
     group_id: str = Field(

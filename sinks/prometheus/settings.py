@@ -19,7 +19,7 @@ class ExporterSettings(BaseSettings):
     ``CT_EXPORTER_ENABLED`` (default true: the worker starts the exporter).
     """
 
-    model_config = SettingsConfigDict(env_prefix="CT_EXPORTER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CT_EXPORTER_", extra="ignore", allow_inf_nan=False)
 
     enabled: bool = Field(default=True, description="Serve /metrics from the worker.")
     host: str = Field(default="127.0.0.1", min_length=1, description="Address to bind.")

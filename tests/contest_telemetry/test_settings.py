@@ -214,3 +214,27 @@ def test_float_fields_are_found() -> None:
         "WorkerSettings.lifecycle_ttl_s",
         "KafkaSettings.connect_timeout_s",
     } <= names
+
+
+def test_no_float_setting_of_any_stage_takes_inf_or_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every settings class (found the way the README's table is generated): a float set to inf,
+    -inf or nan is refused when the settings load."""
+    import typing
+
+    from pydantic import ValidationError
+
+    from scripts.settings_doc import settings_classes
+
+    checked = 0
+    for cls in settings_classes():
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for name, info in cls.model_fields.items():
+            if float not in (info.annotation, *typing.get_args(info.annotation)):
+                continue
+            for bad in ("inf", "-inf", "nan"):
+                monkeypatch.setenv(f"{prefix}{name.upper()}", bad)
+                with pytest.raises(ValidationError):
+                    cls()
+                monkeypatch.delenv(f"{prefix}{name.upper()}")
+                checked += 1
+    assert checked >= 3 * 15  # 19 float settings today

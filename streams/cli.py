@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     from sinks.prometheus import ExporterSettings, PipelineCollector, PipelineCounters, start_exporter
+    from sinks.prometheus.labels import LabelCap
 
     try:
         settings, kafka, topics = _settings(args)
@@ -189,7 +190,11 @@ def run(args: argparse.Namespace) -> int:
         line = settings_error_line(exc) if isinstance(exc, ValidationError) else str(exc)
         print(f"worker: {line.splitlines()[0]}", file=sys.stderr)
         return 1
-    counters = PipelineCounters(max_hubs=exporter.max_hubs, max_label_length=exporter.max_label_length)
+    counters = PipelineCounters(
+        hubs=LabelCap(
+            exporter.max_hubs, max_length=exporter.max_label_length, idle_ticks=exporter.hub_idle_scrapes
+        )
+    )
     registry = CollectorRegistry()
     servers: list[Any] = []
 

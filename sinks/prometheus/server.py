@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import gzip
 import logging
 import queue
 import selectors
@@ -137,25 +138,43 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, *, send_body: bool) -> None:
         path = unquote(urlsplit(self.path).path, "iso-8859-1")
         if path in ("/metrics", "/"):
+            accept = self.headers.get("Accept", "")
             try:
-                page = render_text(self.server.registry)
+                if "application/openmetrics-text" in accept:
+                    # What prometheus_client's own server negotiates (Prometheus asks for it first).
+                    from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+                    page, content_type = generate_latest(self.server.registry), CONTENT_TYPE_LATEST
+                else:
+                    page, content_type = render_text(self.server.registry), CONTENT_TYPE
             except Exception:
                 log.exception("scrape failed")
                 self._reply(500, _TEXT, b"scrape failed, see the worker log\n", send_body)
                 return
-            self._reply(200, CONTENT_TYPE, page, send_body)
+            self._reply(200, content_type, page, send_body, gzip_ok=_accepts_gzip(self.headers))
         elif path == "/healthz":
             self._reply(200, _TEXT, b"ok\n", send_body)
         else:
             self._reply(404, _TEXT, b"not found: try /metrics or /healthz\n", send_body)
 
-    def _reply(self, status: int, content_type: str, payload: bytes, send_body: bool) -> None:
+    def _reply(
+        self, status: int, content_type: str, payload: bytes, send_body: bool, *, gzip_ok: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if gzip_ok:
+            payload = gzip.compress(payload, compresslevel=1)
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if send_body:
             self.wfile.write(payload)
+
+
+def _accepts_gzip(headers: Any) -> bool:
+    return any(
+        part.split(";")[0].strip().lower() == "gzip" for part in headers.get("Accept-Encoding", "").split(",")
+    )
 
 
 def _reject(sock: socket.socket, status: str) -> None:

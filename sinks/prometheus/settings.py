@@ -33,6 +33,26 @@ class ExporterSettings(BaseSettings):
         le=4096,
         description="Longer hub ids are cut and suffixed with a hash of the full id (stays distinct).",
     )
+    hub_idle_scrapes: int = Field(
+        default=40,
+        ge=1,
+        description="Scrapes without use before a hub's label slot is freed for another hub.",
+    )
+    threads: int = Field(
+        default=4, ge=1, le=64, description="Threads answering /metrics; waiting connections use none."
+    )
+    request_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Time a connection has to send its request head, and a response to be sent.",
+    )
+    max_connections: int = Field(
+        default=256,
+        ge=1,
+        le=65536,
+        description="Connections waiting for their request head; beyond it the oldest is closed.",
+    )
 
     @classmethod
     def load(cls, **overrides: object) -> ExporterSettings:

@@ -205,3 +205,37 @@ def test_requests_beyond_the_queue_get_503_while_every_thread_is_busy(exporter):
         statuses = sorted(reply.split(b" ", 2)[1].decode() for reply in replies)
         assert statuses == ["200"] * 16 + ["503"] * 4, statuses
         assert scrape(f"{srv.base_url}/healthz")[0] == 200
+
+
+def test_gzip_and_openmetrics_are_negotiated() -> None:
+    """What Prometheus asks for: OpenMetrics when it accepts it, gzip when it accepts it; the
+    classic text format otherwise."""
+    import gzip
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from sinks.prometheus import ExporterSettings, start_exporter
+
+    registry = CollectorRegistry()
+    Counter("demo_things", "Things.", registry=registry).inc(3)
+    server = start_exporter(registry, ExporterSettings(port=0))
+    try:
+
+        def get(headers: dict[str, str]) -> tuple[str, str | None, bytes]:
+            req = urllib.request.Request(server.url, headers=headers)
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.headers["Content-Type"], resp.headers.get("Content-Encoding"), resp.read()
+
+        ctype, enc, body = get({})
+        assert (
+            ctype.startswith("text/plain; version=0.0.4") and enc is None and b"demo_things_total 3.0" in body
+        )
+        ctype, enc, body = get(
+            {"Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "gzip"}
+        )
+        assert ctype.startswith("application/openmetrics-text") and enc == "gzip"
+        text = gzip.decompress(body)
+        assert b"demo_things_total 3.0" in text and text.rstrip().endswith(b"# EOF")
+    finally:
+        server.stop()

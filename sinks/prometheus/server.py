@@ -31,8 +31,8 @@ unless the caller passes it).
 from __future__ import annotations
 
 import contextlib
-import io
 import gzip
+import io
 import logging
 import queue
 import selectors

@@ -118,9 +118,12 @@ class _BenchProbe:
 
 
 def _peak_rss_kb() -> int:
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    """VmHWM of this process (``ru_maxrss`` carries a parent's peak across fork and exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def create_app(

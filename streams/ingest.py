@@ -344,6 +344,7 @@ class IngestStage:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._carry: dict[str, int] = {}
+        self._queueing = asyncio.Lock()
         self._last_log = time.monotonic()
         self._logged = IngestCounters()
 
@@ -573,11 +574,17 @@ class IngestStage:
     async def _send(
         self, producer: AIOKafkaProducer, ingested: list[Ingested], dead: list[DeadLetter]
     ) -> list[asyncio.Future[Any]]:
-        """Queue every record of a poll (the default partitioner places them by key)."""
+        """Queue every record of a poll (the default partitioner places them by key).
+
+        Polls are queued one after the other, whole (the lock wakes its waiters in order, and
+        the deliveries are created in poll order): ``producer.send`` can wait for buffer space,
+        and interleaved sends of two polls put a hub's later events ahead of its earlier ones,
+        which the worker's per-hub source-offset dedup would then drop as already applied."""
         send, out_topic, dlq_topic = producer.send, self.topics.ingested, self.topics.dlq
-        futures = [await send(out_topic, value, key=key) for key, value in ingested]
-        for key, value, headers in dead:
-            futures.append(await send(dlq_topic, value, key=key, headers=headers))
+        async with self._queueing:
+            futures = [await send(out_topic, value, key=key) for key, value in ingested]
+            for key, value, headers in dead:
+                futures.append(await send(dlq_topic, value, key=key, headers=headers))
         return futures
 
     async def _send_all(

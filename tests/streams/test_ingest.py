@@ -24,7 +24,7 @@ from aiokafka.partitioner import murmur2
 from contest_telemetry.schema import encode_envelope
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from contest_telemetry.topics import ensure_topics, pipeline_topics
-from streams.ingest import IngestStage, _Chunk, _encode, pack
+from streams.ingest import IngestStage, _Chunk, _encode, _Poll, pack
 from streams.ingested import IngestedBatch, encode_ingested, parse_ingested
 from streams.settings import IngestSettings
 from tests.helpers.kafka import unique_topics
@@ -629,3 +629,60 @@ def test_pack_dead_letters_events_too_far_ahead_of_their_record() -> None:
     ]
     # without a window (or without a record timestamp) nothing is screened
     assert len(pack({0: recs}, topic="contest.events")[1]) == 0
+
+
+def test_polls_in_flight_queue_their_records_in_poll_order() -> None:
+    """At-least-once keeps up to three polls in flight; their records must reach the producer in
+    poll order (a hub's later events queued ahead of its earlier ones would be dropped by the
+    worker's source-offset dedup). The fake producer yields at random inside send, as aiokafka
+    does when its buffer is full."""
+    import random
+
+    from aiokafka import TopicPartition as TP
+
+    rng = random.Random(5)
+    queued: list[tuple[bytes | None, bytes]] = []
+
+    class Producer:
+        async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> Any:
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+            queued.append((key, value))
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+    class Consumer:
+        def assignment(self) -> set[Any]:
+            return {TP("contest.events", 0)}
+
+        async def commit(self, offsets: Any) -> None:
+            await asyncio.sleep(0)
+
+    async def go() -> None:
+        stage = IngestStage(KafkaSettings(), TopicSettings(), IngestSettings(transactions="off"))
+        stage._producer, stage._consumer = Producer(), Consumer()  # type: ignore[assignment]
+        tasks: list[asyncio.Task[Any]] = []
+        for poll in range(12):
+            recs = [
+                _single(
+                    0,
+                    poll * 10 + i,
+                    {"message": "telemetry.contest.armed", "hubId": "h", "contestKey": f"k{poll}-{i}"},
+                )
+                for i in range(10)
+            ]
+            ingested, dead, stats = pack({0: recs}, topic="contest.events", max_batch_events=3)
+            before = tasks[-1] if tasks else None
+            tasks.append(
+                asyncio.create_task(
+                    stage._deliver(
+                        _Poll(ingested, dead, stats, {TP("contest.events", 0): poll * 10 + 10}), before
+                    )
+                )
+            )
+        await asyncio.gather(*tasks)
+
+    asyncio.run(go())
+    offsets = [o for _k, v in queued for o in orjson.loads(v)["offsets"]]
+    assert offsets == sorted(offsets) and len(offsets) == 120

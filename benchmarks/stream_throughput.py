@@ -1,7 +1,9 @@
-"""Stream worker throughput vs aiokafka ceiling and the idiomatic faust loop (see streams/bench.py).
+"""Stream worker throughput per publishing form vs an aiokafka ceiling and the idiomatic faust loop;
+changelog bytes per event, peak RSS, maximum sustainable live rate (see streams/bench.py).
 
-Usage: ``python benchmarks/stream_throughput.py --events 200000 --json`` (starts an embedded broker
-unless ``--bootstrap`` or ``KAFKA_BOOTSTRAP_SERVERS`` is given).
+Usage: ``python benchmarks/stream_throughput.py [--form single|envelope|both] [--quick] [--json]``
+(starts an embedded Tansu broker unless ``--bootstrap`` or ``KAFKA_BOOTSTRAP_SERVERS`` is given).
+Progress goes to stderr, the table too; ``--json`` prints the result on stdout.
 """
 
 from __future__ import annotations

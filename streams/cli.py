@@ -78,7 +78,7 @@ class IngestChild:
     again after a second when it exits while the worker runs; a larger deployment runs
     ``contest-telemetry ingest`` on its own and the workers with ``CT_WORKER_INGEST=none``."""
 
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, data_dir: Path) -> None:
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, data_dir: Path, app_id: str) -> None:
         # The worker's flags override its environment: hand them on. The instance id (the
         # transactional id's suffix) is stable per worker data dir, so a restarted child fences
         # its killed predecessor's open transaction at once instead of after its timeout.
@@ -88,6 +88,8 @@ class IngestChild:
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "CT_TOPIC_PARTITIONS": str(topics.partitions),
             "CT_INGEST_INSTANCE_ID": os.environ.get("CT_INGEST_INSTANCE_ID") or f"worker-{instance}",
+            # The ingest stages of one worker app form one group (never one shared by every app).
+            "CT_INGEST_GROUP_ID": os.environ.get("CT_INGEST_GROUP_ID") or f"{app_id}-ingest",
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -159,7 +161,7 @@ def run_worker(
     worker.spinner = None
     child = None
     if settings.source == "ingested" and settings.ingest == "child":
-        child = IngestChild(kafka, topics, settings.data_dir).start()
+        child = IngestChild(kafka, topics, settings.data_dir, settings.app_id).start()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

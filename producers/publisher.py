@@ -94,6 +94,17 @@ def _quiet_probe() -> Iterator[None]:
         sender.setLevel(previous)
 
 
+def _finish(event: dict[str, Any], optional: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with the ``optional`` fields that have a value (the wire leaves the others out),
+    then the caller's extra fields."""
+    for key, value in optional.items():
+        if value is not None:
+            event[key] = value
+    if extra:
+        event.update(extra)
+    return event
+
+
 def _window_ms(start: Any, end: Any) -> float | int | None:
     a, b = as_ms(start), as_ms(end)
     return None if a is None or b is None else max(0, b - a)
@@ -308,17 +319,18 @@ class ContestPublisher:
             "move": move,
             "type": type,
         }
-        if created_at is not None:
-            event["createdAt"] = created_at
-        if expires_at is not None:
-            event["expiresAt"] = expires_at
-        if moderation_tags is not None:
-            event["moderationTags"] = moderation_tags
-        if shared_complication_tags is not None:
-            event["sharedComplicationTags"] = shared_complication_tags
-        if extra:
-            event.update(extra)
-        return await self.publish(event)
+        return await self.publish(
+            _finish(
+                event,
+                {
+                    "createdAt": created_at,
+                    "expiresAt": expires_at,
+                    "moderationTags": moderation_tags,
+                    "sharedComplicationTags": shared_complication_tags,
+                },
+                extra,
+            )
+        )
 
     async def record_launched(
         self,
@@ -355,17 +367,18 @@ class ContestPublisher:
             "move": move,
             "type": type,
         }
-        if created_at is not None:
-            event["createdAt"] = created_at
-        if started_at is not None:
-            event["startedAt"] = started_at
-        if moderation_tags is not None:
-            event["moderationTags"] = moderation_tags
-        if shared_complication_tags is not None:
-            event["sharedComplicationTags"] = shared_complication_tags
-        if extra:
-            event.update(extra)
-        return await self.publish(event)
+        return await self.publish(
+            _finish(
+                event,
+                {
+                    "createdAt": created_at,
+                    "startedAt": started_at,
+                    "moderationTags": moderation_tags,
+                    "sharedComplicationTags": shared_complication_tags,
+                },
+                extra,
+            )
+        )
 
     async def record_workflow_started(
         self,
@@ -391,9 +404,7 @@ class ContestPublisher:
             "workflowId": workflow_id,
             "runId": run_id,
         }
-        if extra:
-            event.update(extra)
-        return await self.publish(event)
+        return await self.publish(_finish(event, {}, extra))
 
     async def record_workflow_failed(
         self,
@@ -417,9 +428,7 @@ class ContestPublisher:
             "contestId": contest_id,
             "error": error or "workflow_failed",
         }
-        if extra:
-            event.update(extra)
-        return await self.publish(event)
+        return await self.publish(_finish(event, {}, extra))
 
     async def record_resolved(
         self,
@@ -457,19 +466,19 @@ class ContestPublisher:
             "armingDurationMs": arming,
             "resolutionDurationMs": resolution,
         }
-        if created_at is not None:
-            event["createdAt"] = created_at
-        if started_at is not None:
-            event["startedAt"] = started_at
-        if resolved_at is not None:
-            event["resolvedAt"] = resolved_at
-        if moderation_tags is not None:
-            event["moderationTags"] = moderation_tags
-        if shared_complication_tags is not None:
-            event["sharedComplicationTags"] = shared_complication_tags
-        if extra:
-            event.update(extra)
-        return await self.publish(event)
+        return await self.publish(
+            _finish(
+                event,
+                {
+                    "createdAt": created_at,
+                    "startedAt": started_at,
+                    "resolvedAt": resolved_at,
+                    "moderationTags": moderation_tags,
+                    "sharedComplicationTags": shared_complication_tags,
+                },
+                extra,
+            )
+        )
 
     async def record_expired(
         self,
@@ -505,13 +514,7 @@ class ContestPublisher:
             "windowMs": _window_ms(created_at, expires_at),
             "armingDurationMs": _window_ms(created_at, expired_at),
         }
-        if created_at is not None:
-            event["createdAt"] = created_at
-        if expires_at is not None:
-            event["expiresAt"] = expires_at
-        if extra:
-            event.update(extra)
-        return await self.publish(event)
+        return await self.publish(_finish(event, {"createdAt": created_at, "expiresAt": expires_at}, extra))
 
     # -- the sender -----------------------------------------------------------------------------
     async def _run_sender(self) -> None:

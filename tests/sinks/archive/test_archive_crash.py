@@ -81,6 +81,12 @@ def _recover_and_check(root: Path, produced: set[str]) -> None:
     assert set(counts) <= produced, sorted(set(counts) - produced)[:10]
 
 
+def _manifest_lines(root: Path) -> int:
+    """Chunks listed so far; a kill before the archiver's first start-up leaves no manifest yet."""
+    manifest = root / "manifest.jsonl"
+    return len(manifest.read_bytes().splitlines()) if manifest.exists() else 0
+
+
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     kafka_broker: KafkaTarget,
     kafka_settings: KafkaSettings,
@@ -102,7 +108,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     started = time.monotonic()
     for round_no, crash_at in enumerate(plan):
         produced |= run_sync(_produce(kafka_settings, topic_settings, round_no, rng.randint(20, 90)))
-        files_before = len((root / "manifest.jsonl").read_bytes().splitlines()) if root.exists() else 0
+        files_before = _manifest_lines(root)
         # A named crash point may not be reached (few chunks this round): that run then ends alone.
         proc = start_archiver(
             command if crash_at is None else [*command, "--stop-after-idle", "4"], crash_at=crash_at
@@ -124,7 +130,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
         assert proc.returncode == -signal.SIGKILL, (crash_at, proc.returncode, stderr)
         kills += 1
         crash_kills += crash_at is not None
-        if len((root / "manifest.jsonl").read_bytes().splitlines()) > files_before:
+        if _manifest_lines(root) > files_before:
             killed_mid_work += 1
         _recover_and_check(root, produced)
     # The last run drains what is left, flushes its partial chunks and exits on its own.

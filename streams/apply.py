@@ -17,6 +17,17 @@ that fails is kept in :attr:`RecordApplier.failure`, the next record raises ``Ap
 the producer flush faust runs before every offset commit raises too
 (:func:`streams.faust_patches.check_outputs_before_commit`), so no offset is committed past an
 output that was not stored.
+
+Staged state (``CT_WORKER_STATE_FLUSH_S`` > 0, the default). The engine keeps what records change
+in its caches and :meth:`RecordApplier.flush_state` writes each touched key once: every
+``state_flush_s`` seconds or ``state_flush_events`` events (checked after a record), and before
+faust's producer flush, i.e. before every offset commit, rebalance and shutdown, so a committed
+offset is never past the durable state (and when it is, after a crash, the worker reads the gap
+again, see streams/reread.py). A flush never runs while a record is being applied (one lock): a
+record's state reaches the changelog only after its window results were acknowledged. A failed
+send is then retried as it is (the table was not touched); a record whose processing raises makes
+the engine drop its caches, and the agent reads again from the state's applied offset
+(``Outputs.rewound``).
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
+from contest_telemetry.logs import log_context
 from streams.exceptions import ApplyError
 from streams.processor import Engine, Outputs
 
@@ -41,6 +53,22 @@ class OutputSender(Protocol):
     def __call__(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
     ) -> Awaitable[asyncio.Future[Any]]: ...
+
+
+StateWriter = Callable[[str, bytes | None, int], None]
+"""Writes one state value (None: deletes the key) to the table and its changelog partition."""
+
+
+def dict_writer(table: MutableMapping[str, Any]) -> StateWriter:
+    """A :data:`StateWriter` for a plain mapping (tests; a faust table takes the app's writer)."""
+
+    def write(key: str, value: bytes | None, partition: int) -> None:
+        if value is not None:
+            table[key] = value
+        elif key in table:
+            del table[key]
+
+    return write
 
 
 class RecordApplier:
@@ -58,9 +86,20 @@ class RecordApplier:
         backoff_s: float = 0.25,
         max_backoff_s: float = 2.0,
         on_applied: Callable[[int, int, Outputs], None] | None = None,
+        writer: StateWriter | None = None,
+        flush_s: float = 1.0,
+        flush_events: int = 200_000,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
+        self.writer = writer or dict_writer(table)
+        self.flush_s = flush_s
+        self.flush_events = flush_events
+        self.on_fatal = on_fatal
+        self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None
+        self._last_flush = time.monotonic()
         self.send = send
         self.dlq_topic = dlq_topic
         self.records_topic = records_topic
@@ -102,12 +141,9 @@ class RecordApplier:
             # A state that says "emitted" must not reach the changelog before the result.
             futures = [await send(self.windows_topic, key, value, None) for key, value in out.windows]
             await asyncio.wait_for(asyncio.gather(*futures), self.window_timeout_s)
-        table = self.table
-        for tkey, tvalue in out.writes:
-            if tvalue is not None:
-                table[tkey] = tvalue
-            elif tkey in table:
-                del table[tkey]  # a tombstone in the changelog: compaction drops the key
+        write = self.writer
+        for (tkey, tvalue), partition in zip(out.writes, out.write_partitions, strict=True):
+            write(tkey, tvalue, partition)  # None: a tombstone, compaction drops the key
 
     async def apply(
         self,
@@ -118,22 +154,88 @@ class RecordApplier:
         timestamp_ms: float | None,
         topic: str,
     ) -> Outputs:
+        async with self._lock:
+            self._holder = asyncio.current_task()
+            try:
+                out = await self._apply(partition, offset, key, value, timestamp_ms, topic)
+                engine = self.engine
+                if engine.stage and not out.rewound:
+                    if engine.staged_events >= self.flush_events:
+                        await self._flush("events")
+                    elif time.monotonic() - self._last_flush >= self.flush_s:
+                        await self._flush("interval")
+                return out
+            finally:
+                self._holder = None
+
+    async def flush_state(self, trigger: str = "commit") -> None:
+        """Write the staged state now (faust's producer flush calls this before it flushes)."""
+        if not self.engine.stage:
+            return
+        self.check()  # an output was not stored: the state that follows it must not be either
+        if self._holder is not None and self._holder is asyncio.current_task():
+            await self._flush(trigger)
+            return
+        async with self._lock:
+            await self._flush(trigger)
+
+    async def _flush(self, trigger: str) -> None:
+        out = self.engine.flush()
+        self._last_flush = time.monotonic()
+        if not out.writes and not out.records:
+            return
+        try:
+            for rkey, rvalue in out.records:
+                self._watch(await self.send(self.records_topic, rkey, rvalue, None))
+            write = self.writer
+            for (tkey, tvalue), partition in zip(out.writes, out.write_partitions, strict=True):
+                write(tkey, tvalue, partition)
+        except Exception as exc:
+            # A prefix of the flush may be in the changelog (streams/state.py is built for that),
+            # but this process must not go on: nothing commits past it, the worker stops.
+            error = ApplyError(f"writing the staged state failed: {exc!r}")
+            self.failure = self.failure or error
+            if self.on_fatal is not None:
+                self.on_fatal(error)
+            raise error from exc
+        self.engine.counters.state_flush(trigger)
+
+    async def _apply(
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: float | None,
+        topic: str,
+    ) -> Outputs:
         started = time.monotonic()
         attempt = 0
+        staged = self.engine.stage
+        out: Outputs | None = None
         while True:
             self.check()
-            out = self.engine.process(partition, offset, key, value, timestamp_ms, topic)
+            if out is None or not staged:
+                out = self.engine.process(partition, offset, key, value, timestamp_ms, topic)
+                if out.rewound:
+                    return out
             try:
                 await self._emit(out)
             except Exception as exc:
-                # The caches are ahead of the table now: forget them, the table is the truth.
-                self.engine.reset()
+                # Per record: the caches are ahead of the table now, forget them (the table is the
+                # truth) and process the record again. Staged: the table was not touched, and the
+                # caches hold the records before this one: send the same outputs again.
+                if not staged:
+                    self.engine.reset()
                 attempt += 1
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
                 if time.monotonic() - started + delay > self.retry_s:
-                    raise ApplyError(
+                    error = ApplyError(
                         f"{topic}[{partition}]@{offset}: could not apply after {attempt} attempts: {exc!r}"
-                    ) from exc
+                    )
+                    # The caches hold this record: no flush may write them (check() refuses).
+                    self.failure = self.failure or error
+                    raise error from exc
                 self.retried += 1
                 log.warning(
                     "%s[%d]@%d: applying failed (%r); reloading state and trying again in %.1f s",
@@ -142,6 +244,7 @@ class RecordApplier:
                     offset,
                     exc,
                     delay,
+                    extra=log_context(topic=topic, partition=partition, offset=offset),
                 )
                 await asyncio.sleep(delay)
                 continue

@@ -47,6 +47,9 @@ class NullCounters:
     def state_writes(self, values: int, nbytes: int) -> None:
         pass
 
+    def state_flush(self, trigger: str) -> None:
+        pass
+
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
         pass
 

@@ -106,7 +106,8 @@ def complete_producer_flush() -> None:
 
 
 def check_outputs_before_commit() -> None:
-    """Make faust's producer flush raise when an output the worker sent was not stored.
+    """Make faust's producer flush write the worker's staged state first, and raise when an output
+    the worker sent was not stored.
 
     faust commits source offsets right after ``app.producer.flush()``
     (``Consumer._commit_offsets``); a dead letter or contest record whose delivery failed during
@@ -122,8 +123,11 @@ def check_outputs_before_commit() -> None:
     flush = producer_cls.flush
 
     async def checked_flush(self: Any) -> None:
-        await producer_cls._ct_original_producer_flush(self)
         applier = getattr(self.app, "applier", None)
+        if applier is not None:
+            # The staged state first (streams/apply.py): what the commit covers must be durable.
+            await applier.flush_state()
+        await producer_cls._ct_original_producer_flush(self)
         if applier is not None:
             applier.check()
 

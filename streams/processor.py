@@ -78,9 +78,14 @@ class Outputs:
     records: list[tuple[bytes, bytes]] = field(default_factory=list)
     windows: list[tuple[bytes, bytes]] = field(default_factory=list)
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # None: delete the key
+    # The changelog partition of each write (the input partition its hub or partition key is on).
+    write_partitions: list[int] = field(default_factory=list)
     events: int = 0
     skipped: bool = False
     newest_event_ms: float | None = None
+    # Staged mode only: processing the record failed and the caches (with every record staged
+    # since the last flush) were dropped; read again from ``applied + 1``, this record included.
+    rewound: bool = False
 
 
 def _contains_window(lines: bytes | None, window_id: str) -> bool:
@@ -105,8 +110,14 @@ class Engine:
         counters: CounterSink | None = None,
         source_topic: str = "contest.events",
         event_time: EventTimeSettings | None = None,
+        *,
+        stage: bool = False,
     ) -> None:
         self.settings = settings
+        # Staged: a record's table writes wait for :meth:`flush`, which writes each key touched
+        # since the last flush once (see "Staged writes" in streams/state.py). Otherwise every
+        # record's ``Outputs.writes`` carries its own writes (the reference, and the off switch).
+        self.stage = stage
         # Checked where this engine validates events itself (records of contest.events).
         self.event_time = (event_time or EventTimeSettings()).window_ms()
         self.store = store
@@ -127,8 +138,26 @@ class Engine:
         self.all_recent: dict[int, tuple[WindowAgg, ...]] = {}
         self._view_cache: dict[str, tuple[int, HubWindowView, HubWindowView]] = {}
         self.newest_event_ms: float | None = None
+        self._reset_staged()
+        # Records (partition, offset) whose processing failed once in staged mode: dead-lettered
+        # when they come again (after the re-read a rewind asks for). Bounded by the failures
+        # between two flushes: a rewind drops every staged record.
+        self._poison: set[tuple[int, int]] = set()
+
+    def _reset_staged(self) -> None:
+        # What the records since the last flush changed, written by flush(): the hubs and what
+        # they touched, closed windows (c:, a:) and evicted keys (None), last operation wins,
+        # and the partitions whose p: moved.
+        self._dirty: dict[str, HubState] = {}
+        self._touched: dict[str, _Touched] = {}
+        self._staged: dict[str, tuple[bytes | None, int]] = {}
+        self._dirty_parts: set[int] = set()
+        self.staged_events = 0
 
     def _get(self, key: str) -> bytes | None:
+        staged = self._staged.get(key)
+        if staged is not None:
+            return staged[0]
         return _as_bytes(self.store.get(key))
 
     def _agg(self, start: int) -> WindowAgg:
@@ -143,6 +172,7 @@ class Engine:
         self.recent = {}
         self.all_recent = {}
         self._view_cache = {}
+        self._reset_staged()
 
     def _recent_from_lines(self, data: bytes | None) -> tuple[WindowAgg, ...]:
         lines = split_lines(data)[-self.settings.rolling_windows :]
@@ -326,20 +356,42 @@ class Engine:
             if offset <= part.applied:
                 out.skipped = True
                 return out
-            bad = InvalidEvent(ProcessingError(f"{type(exc).__name__}: {exc}"[:2000]))
-            self._dead_letter(
-                out,
-                [bad],
-                topic=topic or self.source_topic,
-                partition=partition,
-                offset=offset,
-                key=key,
-                value=value,
-                envelope=False,
-            )
-            part.applied = offset
-            out.writes.append((part_key(partition), part.to_bytes()))
+            if self.stage:
+                # The records staged since the last flush went with the caches: they are read
+                # again before this one, which is then dead-lettered (below).
+                if len(self._poison) >= 1000:
+                    self._poison.pop()  # kept bounded: a record dropped here just fails once more
+                self._poison.add((partition, offset))
+                out.rewound = True
+                return out
+            self._poison_record(out, exc, partition, offset, key, value, topic)
+            self._flush_into(out)
             return out
+
+    def _poison_record(
+        self,
+        out: Outputs,
+        exc: BaseException,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str | None,
+    ) -> None:
+        """Dead-letter a record whose processing raised, and move the partition past it."""
+        bad = InvalidEvent(ProcessingError(f"{type(exc).__name__}: {exc}"[:2000]))
+        self._dead_letter(
+            out,
+            [bad],
+            topic=topic or self.source_topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            envelope=False,
+        )
+        self._part(partition).applied = offset
+        self._dirty_parts.add(partition)
 
     def _process(
         self,
@@ -355,6 +407,14 @@ class Engine:
             self._load()
         part = self._part(partition)
         fresh = offset > part.applied
+        if self._poison and (partition, offset) in self._poison:
+            self._poison.discard((partition, offset))
+            if fresh:
+                failed = ProcessingError("processing this record failed; dead-lettered after a re-read")
+                self._poison_record(out, failed, partition, offset, key, value, topic)
+                if not self.stage:
+                    self._flush_into(out)
+                return out
         groups, max_t = self._decode(
             out, partition, offset, key, value, timestamp_ms, topic or self.source_topic, fresh
         )
@@ -362,47 +422,88 @@ class Engine:
             out.skipped = True
             return out
         k_prev, wm_prev = part.closed_k, part.watermark
-        dirty: dict[str, HubState] = {}
-        touched: dict[str, _Touched] = {}
+        dirty, touched = self._dirty, self._touched
+        applied_any = False
         for hub, (source, events, times, offsets) in groups.items():
             hs = self._hub(hub, partition)
             done = hs.applied.get(source, -1)
             if offsets[-1] <= done:
                 continue
-            tch = touched[hub] = _Touched()
+            tch = touched.get(hub)
+            if tch is None:
+                tch = touched[hub] = _Touched()
             self._apply(hs, source, done, events, times, offsets, partition, k_prev, wm_prev, out, tch)
             dirty[hub] = hs
-        closed_writes: list[tuple[str, bytes | None]] = []
-        evictions: list[tuple[str, bytes | None]] = []
+            applied_any = True
         if fresh:
             if max_t is not None and (part.watermark is None or max_t > part.watermark):
                 part.watermark = max_t
             part.applied = offset
             k_new = closed_index(part.watermark, self.size, self.grace)
             if k_new is not None and (k_prev is None or k_new > k_prev):
+                staged = self._staged
                 closed_writes, evictions = self._sweep(part, k_prev, k_new, out, dirty, touched)
+                for k, v in closed_writes:
+                    staged[k] = (v, partition)
+                for k, _ in evictions:
+                    staged[k] = (None, partition)
                 part.closed_k = k_new
+            self._dirty_parts.add(partition)
         else:
-            out.skipped = not dirty
+            out.skipped = not applied_any
         newest = max((max(g[2]) for g in groups.values()), default=None)
         if newest is not None:
             out.newest_event_ms = newest
             if self.newest_event_ms is None or newest > self.newest_event_ms:
                 self.newest_event_ms = newest
-        # Order matters (see streams/state.py).
-        writes = out.writes
-        for hs in dirty.values():
-            writes.extend((k, None) for k in hs.pend)
-            hs.pend = []
-        writes.extend(w for w in closed_writes if w[0].startswith("c:"))
-        for hub, hs in dirty.items():
-            self._hub_writes(hs, touched.get(hub) or _Touched(), writes, out)
-        writes.extend(evictions)
-        writes.extend(w for w in closed_writes if w[0].startswith("a:"))
-        if fresh:
-            writes.append((part_key(partition), part.to_bytes()))
-        self.counters.state_writes(len(writes), sum(len(v) for _, v in writes if v is not None))
+        self.staged_events += out.events
+        if not self.stage:
+            self._flush_into(out)
         return out
+
+    def flush(self) -> Outputs:
+        """Staged mode: the table writes of every record since the last flush, each touched key
+        once, in the crash-safe order (and the contest records of entries too large to keep)."""
+        out = Outputs()
+        self._flush_into(out)
+        return out
+
+    def _flush_into(self, out: Outputs) -> None:
+        # Order matters (see streams/state.py).
+        writes, parts = out.writes, out.write_partitions
+        dirty, staged = self._dirty, self._staged
+        for hs in dirty.values():
+            for k in hs.pend:
+                writes.append((k, None))
+                parts.append(cast(int, hs.part))  # set by every record that made it dirty
+            hs.pend = []
+        for k, (v, p) in staged.items():
+            if v is not None and k[0] == "c":
+                writes.append((k, v))
+                parts.append(p)
+        touched = self._touched
+        written: set[str] = set()
+        for hub, hs in dirty.items():
+            n = len(writes)
+            self._hub_writes(hs, touched.get(hub) or _Touched(), writes, out)
+            parts.extend([cast(int, hs.part)] * (len(writes) - n))
+            if staged:
+                written.update(k for k, _ in writes[n:])
+        for k, (v, p) in staged.items():
+            # A hub evicted and back within one flush: its new keys supersede the deletions.
+            if v is None and k not in written:
+                writes.append((k, None))
+                parts.append(p)
+        for k, (v, p) in staged.items():
+            if v is not None and k[0] == "a":
+                writes.append((k, v))
+                parts.append(p)
+        for partition in sorted(self._dirty_parts):
+            writes.append((part_key(partition), self.parts[partition].to_bytes()))
+            parts.append(partition)
+        if writes:
+            self.counters.state_writes(len(writes), sum(len(v) for _, v in writes if v is not None))
+        self._reset_staged()
 
     def _hub_writes(
         self, hs: HubState, tch: _Touched, writes: list[tuple[str, bytes | None]], out: Outputs
@@ -547,8 +648,10 @@ class Engine:
             if agg is None:
                 agg = open_[late_idx] = self._agg(late_idx * size)
             agg.late_events += late_windowed
-        for idx in before:
-            wapplied.setdefault(idx, {})[source] = offsets[-1]
+        last = offsets[-1]
+        for idx, prior in before.items():
+            # Never back: replaying a flush's records on a window that holds all of them.
+            wapplied.setdefault(idx, {})[source] = prior if prior > last else last
         tch.windows.update(before)
         if lifecycle.evicted:
             for ident, entry in lifecycle.evicted:

@@ -283,6 +283,14 @@ class PipelineCollector(Collector):
             "bound",
             v.state_bounds,
         )
+        yield self._per_label(
+            "contest_state_flushes_total",
+            "Times the worker wrote its staged state to the changelog, by trigger (interval: "
+            "CT_WORKER_STATE_FLUSH_S passed; events: CT_WORKER_STATE_FLUSH_EVENTS applied; commit: "
+            "before an offset commit, a rebalance or a shutdown).",
+            "trigger",
+            v.state_flushes,
+        )
         for name, doc, table in (
             (
                 "contest_late_events_total",

@@ -27,6 +27,7 @@ __all__ = [
     "INVALID_REASONS",
     "RESOLUTION_BUCKETS_MS",
     "STATE_BOUNDS",
+    "STATE_FLUSH_TRIGGERS",
     "CounterSink",
     "CountersView",
     "PipelineCounters",
@@ -52,6 +53,7 @@ EVENT_TYPES = ("armed", "launched", "workflowStarted", "workflowFailed", "resolv
 INVALID_REASONS = ("decode", "validation", "envelope", "event_time", "processing")
 # streams/state.py: each bound on the worker's state, counted when it acts (docs/metrics.md).
 STATE_BOUNDS = ("open_contests", "sketch_buckets", "idle_hubs", "value_size", "participant_histogram")
+STATE_FLUSH_TRIGGERS = ("interval", "events", "commit")
 _MESSAGE_PREFIX = "telemetry.contest."
 _MAX_EXTRA_ENUM_VALUES = 16  # unknown event types / reasons beyond the documented ones
 _INF = math.inf
@@ -74,6 +76,7 @@ class CounterSink(Protocol):
     def stalls(self, n: int = 1) -> None: ...
     def state_bound(self, bound: str, n: int = 1) -> None: ...
     def state_writes(self, values: int, nbytes: int) -> None: ...
+    def state_flush(self, trigger: str) -> None: ...
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None: ...
     def observe_resolution_ms(self, hub: str, values: Iterable[float]) -> None: ...
 
@@ -103,6 +106,7 @@ class CountersView:
     state_bounds: dict[str, int] = field(default_factory=dict)
     state_writes: int = 0
     state_bytes: int = 0
+    state_flushes: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> CountersView:
@@ -146,6 +150,7 @@ class PipelineCounters:
         self._state_bounds: dict[str, int] = dict.fromkeys(STATE_BOUNDS, 0)
         self._state_writes = 0
         self._state_bytes = 0
+        self._state_flushes: dict[str, int] = dict.fromkeys(STATE_FLUSH_TRIGGERS, 0)
         self._arming: dict[str, list[float]] = {}
         self._resolution: dict[str, list[float]] = {}
 
@@ -207,6 +212,10 @@ class PipelineCounters:
         with self._lock:
             self._state_writes += values
             self._state_bytes += nbytes
+
+    def state_flush(self, trigger: str) -> None:
+        with self._lock:
+            self._state_flushes[trigger] = self._state_flushes.get(trigger, 0) + 1
 
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
         self._observe(self._arming, ARMING_BUCKETS_MS, hub, values)
@@ -274,4 +283,5 @@ class PipelineCounters:
                 state_bounds=dict(self._state_bounds),
                 state_writes=self._state_writes,
                 state_bytes=self._state_bytes,
+                state_flushes=dict(self._state_flushes),
             )

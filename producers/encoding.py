@@ -34,9 +34,12 @@ from pydantic.functional_validators import PlainValidator
 
 from contest_telemetry.schema import (
     ENVELOPE_MESSAGE,
+    MAX_MILLIS,
+    SCHEMA_VERSION,
     ContestEventBase,
     EventValidationError,
     FieldError,
+    iso_time_ms,
     validate_event,
 )
 from contest_telemetry.schema import events as _events
@@ -56,9 +59,9 @@ _ID, _STR, _OPT_STR, _MILLIS, _COUNT, _OPT_COUNT, _OPT_LIST_STR, _OPT_STR_INT, _
 _MESSAGE = 10
 _NONE = type(None)
 _LEVELS = ("info", "error")
-_MAX_MILLIS = _events.MAX_MILLIS
+_MAX_MILLIS = MAX_MILLIS
 _MAX_COUNT = _events.MAX_COUNT
-_iso_time_ms = _events.iso_time_ms
+_iso_time_ms = iso_time_ms
 
 
 def _plain(metadata: list[Any]) -> Any:
@@ -319,14 +322,15 @@ def _name(obj: Any) -> str:
 # -- envelopes -----------------------------------------------------------------------------------
 ENVELOPE_OVERHEAD = len(b',"events":[]') + len(b',"publisherDropped":') + 20 + len(b"}")
 """Bytes of an envelope beyond its header and events, whatever its dropped count."""
-_HEADER = len(b'{"message":"%s","schemaVersion":1,"hubId":' % ENVELOPE_MESSAGE.encode())
+_HEADER = len(b'{"message":"%s","schemaVersion":%d,"hubId":' % (ENVELOPE_MESSAGE.encode(), SCHEMA_VERSION))
 """Bytes of an envelope's header before its hubId."""
 
 
 def envelope_header(hub_id: str) -> bytes:
     """The bytes of an envelope before its first event (the key order of ``encode_envelope``)."""
-    return b'{"message":%s,"schemaVersion":1,"hubId":%s' % (
+    return b'{"message":%s,"schemaVersion":%d,"hubId":%s' % (
         orjson.dumps(ENVELOPE_MESSAGE),
+        SCHEMA_VERSION,
         orjson.dumps(hub_id),
     )
 

@@ -26,12 +26,19 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from contest_telemetry.schema import ENVELOPE_MESSAGE, ContestEventBase, InvalidEvent, decode_record
+from contest_telemetry.schema import (
+    ENVELOPE_MESSAGE,
+    MAX_MILLIS,
+    ContestEventBase,
+    InvalidEvent,
+    decode_record,
+    envelope_of,
+    iso_time_ms,
+)
 from contest_telemetry.schema import events as _events
 
 __all__ = ["FAST_MESSAGES", "Decoded", "decode_events", "fast_event", "normalise", "screen_event_times"]
@@ -56,9 +63,8 @@ _ALLOWED: dict[int, tuple[type, ...]] = {
     _TIMESTAMP: (str, _NONE),
 }
 
-_fromisoformat = datetime.fromisoformat
 _isfinite = math.isfinite
-_MAX_MILLIS, _MAX_COUNT, _MIN_TIME = _events.MAX_MILLIS, _events.MAX_COUNT, _events.MIN_EVENT_TIME_MS
+_MAX_MILLIS, _MAX_COUNT = MAX_MILLIS, _events.MAX_COUNT
 
 
 @dataclass(slots=True)
@@ -284,13 +290,8 @@ def fast_event(obj: Any) -> tuple[dict[str, Any], float | None] | None:
     t_ms: float | None = None
     if plan.timestamp:
         try:
-            parsed = _fromisoformat(obj["timestamp"])
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            t_ms = parsed.timestamp() * 1000.0
-        except (ValueError, OverflowError, OSError):
-            return None
-        if not _MIN_TIME <= t_ms <= _MAX_MILLIS:
+            t_ms = iso_time_ms(obj["timestamp"])
+        except ValueError:
             return None
     event = plan.template.copy()
     event.update(obj)
@@ -334,16 +335,17 @@ def decode_events(data: bytes | str | None) -> Decoded:
     except orjson.JSONDecodeError:
         return _slow(data)
     out = Decoded()
-    if type(obj) is dict and obj.get("message") == ENVELOPE_MESSAGE:
-        items = obj.get("events")
-        if type(items) is not list:
-            return _slow(data)
-        out.envelope = True
-        dropped = obj.get("publisherDropped", 0)
-        if type(dropped) is int and dropped > 0:
-            out.publisher_dropped = dropped
-    else:
+    # envelope_of's own first test, inline: a single-event record pays no call for it.
+    is_envelope = type(obj) is dict and obj.get("message") == ENVELOPE_MESSAGE
+    envelope = envelope_of(obj) if is_envelope else None
+    if envelope is None:
         items = [obj]
+    elif envelope.events is None:
+        return _slow(data)
+    else:
+        items = envelope.events
+        out.envelope = True
+        out.publisher_dropped = envelope.publisher_dropped
     append, append_time = out.events.append, out.times.append
     for item in items:
         fast = fast_event(item)

@@ -14,19 +14,26 @@ a contest when it finishes with a ``contestId`` (``resolved`` or ``workflowFaile
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 from typing import Any
 
-from contest_telemetry.schema import arming_duration_ms, resolution_durations
+from contest_telemetry.schema import (
+    ARMED,
+    EVENT_MESSAGES,
+    EVENT_MODELS,
+    EXPIRED,
+    LAUNCHED,
+    RESOLVED,
+    WORKFLOW_FAILED,
+    WORKFLOW_STARTED,
+    arming_duration_ms,
+    ms_to_iso,
+    resolution_durations,
+)
 from streams.records import build_record
 
 __all__ = ["NO_EFFECT", "Effect", "Lifecycle", "dropped_record"]
 
-_P = "telemetry.contest."
-ARMED, LAUNCHED, STARTED, FAILED, RESOLVED, EXPIRED = (
-    _P + m for m in ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
-)
 _SEP = "\x1f"
 _A, _C = "a" + _SEP, "c" + _SEP  # ident prefixes: armed entry, launched contest
 # What a lifecycle entry takes from an event, in this order (a later number replaces an earlier).
@@ -152,7 +159,7 @@ class Lifecycle:
                 touched.add(_A + key)
             contest = armed if armed is not None else {"roomId": room, "contestKey": contest_key}
             contest["contestId"] = contest_id
-            if msg != FAILED and msg != RESOLVED:
+            if msg != WORKFLOW_FAILED and msg != RESOLVED:
                 if armed is None:
                     self._admit()
                 self.contests[contest_id] = contest
@@ -168,7 +175,7 @@ class Lifecycle:
                 contest["ar"] = True
                 return Effect(arming=arming)
             return NO_EFFECT
-        if msg == STARTED:
+        if msg == WORKFLOW_STARTED:
             _set(contest, "workflowId", ev["workflowId"])
             _set(contest, "runId", ev["runId"])
             return NO_EFFECT
@@ -240,7 +247,7 @@ def dropped_record(hub: str, entry: dict[str, Any], lifecycle: str) -> dict[str,
         lifecycle=lifecycle,
         hub=hub,
         contest=entry,
-        timestamp=_iso(entry.get("seen", 0)),
+        timestamp=ms_to_iso(entry.get("seen", 0)),
         level="info",
         event_id=None,
         fields={},
@@ -249,17 +256,14 @@ def dropped_record(hub: str, entry: dict[str, Any], lifecycle: str) -> dict[str,
 
 def _taken(message: str) -> tuple[str, ...]:
     """The fields of ``_TAKEN`` that events of ``message`` have (the others are always None)."""
-    from contest_telemetry.schema.events import AnyContestEvent
-
-    union = typing.get_args(AnyContestEvent)[0]
-    for cls in typing.get_args(union):
-        if typing.get_args(cls.model_fields["message"].annotation) == (message,):
-            aliases = {info.alias or name for name, info in cls.model_fields.items()}
-            return tuple(name for name in _TAKEN if name in aliases)
-    return _TAKEN
+    cls = EVENT_MODELS.get(message)
+    if cls is None:
+        return _TAKEN
+    aliases = {info.alias or name for name, info in cls.model_fields.items()}
+    return tuple(name for name in _TAKEN if name in aliases)
 
 
-_TAKEN_BY_MESSAGE = {m: _taken(m) for m in (ARMED, LAUNCHED, STARTED, FAILED, RESOLVED, EXPIRED)}
+_TAKEN_BY_MESSAGE = {m: _taken(m) for m in EVENT_MESSAGES}
 
 
 def _take(entry: dict[str, Any], ev: dict[str, Any]) -> None:
@@ -269,9 +273,3 @@ def _take(entry: dict[str, Any], ev: dict[str, Any]) -> None:
         value = get(name)
         if value is not None:
             entry[name] = value
-
-
-def _iso(ms: float) -> str:
-    from streams.windows import iso_ms
-
-    return iso_ms(ms)

@@ -14,12 +14,12 @@ replay or backfill closes the same windows with the same contents.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any
 
+from contest_telemetry.schema import MULTI_ACTOR_OVER, ms_to_iso
 from streams.sketch import DEFAULT_MAX_BUCKETS, DDSketch
 
-__all__ = ["MAX_HISTOGRAM_KEYS", "QUANTILES", "WindowAgg", "closed_index", "iso_ms", "window_index"]
+__all__ = ["MAX_HISTOGRAM_KEYS", "QUANTILES", "WindowAgg", "closed_index", "window_index"]
 
 QUANTILES = (0.5, 0.95, 0.99)
 MAX_HISTOGRAM_KEYS = 64
@@ -36,10 +36,6 @@ def closed_index(watermark_ms: float | None, size_ms: int, grace_ms: int) -> int
     if watermark_ms is None:
         return None
     return math.floor((watermark_ms - grace_ms) / size_ms)
-
-
-def iso_ms(ms: float) -> str:
-    return datetime.fromtimestamp(ms / 1000.0, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class WindowAgg:
@@ -91,9 +87,9 @@ class WindowAgg:
                 hist[participants] = 1
             else:
                 kept = False
-            if participants > 2:
+            if participants > MULTI_ACTOR_OVER:
                 self.multi_actor += 1
-        if capacity is not None and capacity > 2:
+        if capacity is not None and capacity > MULTI_ACTOR_OVER:
             self.capacity_over_two += 1
         return kept
 
@@ -165,8 +161,8 @@ class WindowAgg:
         out: dict[str, Any] = {
             "hubId": hub,
             "windowId": f"{hub}/{self.start}",
-            "windowStart": iso_ms(self.start),
-            "windowEnd": iso_ms(end),
+            "windowStart": ms_to_iso(self.start),
+            "windowEnd": ms_to_iso(end),
             "windowStartMs": self.start,
             "windowEndMs": end,
             "windowSizeMs": size_ms,

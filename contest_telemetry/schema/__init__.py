@@ -1,9 +1,10 @@
-"""The wire contract: event models, duration rules and the record codec."""
+"""The wire contract: message names, budgets and event times, event models, duration rules and the
+record codec."""
 
 from __future__ import annotations
 
+from contest_telemetry.schema import contract
 from contest_telemetry.schema.codec import (
-    ENVELOPE_MESSAGE,
     DecodedRecord,
     InvalidEvent,
     decode_event,
@@ -12,10 +13,10 @@ from contest_telemetry.schema.codec import (
     encode_envelope,
     validate_event,
 )
+from contest_telemetry.schema.contract import *  # noqa: F403  (re-exported: contract.__all__)
 from contest_telemetry.schema.durations import arming_duration_ms, as_ms, resolution_durations
 from contest_telemetry.schema.events import (
-    EVENT_MESSAGES,
-    FINAL_MESSAGES,
+    EVENT_MODELS,
     AnyContestEvent,
     ContestArmed,
     ContestEventBase,
@@ -24,7 +25,6 @@ from contest_telemetry.schema.events import (
     ContestResolved,
     ContestWorkflowFailed,
     ContestWorkflowStarted,
-    short_type,
 )
 from contest_telemetry.schema.exceptions import (
     EventDecodeError,
@@ -35,9 +35,8 @@ from contest_telemetry.schema.exceptions import (
 )
 
 __all__ = [
-    "ENVELOPE_MESSAGE",
-    "EVENT_MESSAGES",
-    "FINAL_MESSAGES",
+    *contract.__all__,
+    "EVENT_MODELS",
     "AnyContestEvent",
     "ContestArmed",
     "ContestEventBase",
@@ -60,6 +59,5 @@ __all__ = [
     "encode",
     "encode_envelope",
     "resolution_durations",
-    "short_type",
     "validate_event",
 ]

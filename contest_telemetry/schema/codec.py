@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from contest_telemetry.schema.contract import ENVELOPE_MESSAGE, PREFIX, SCHEMA_VERSION, envelope_of
 from contest_telemetry.schema.events import AnyContestEvent, ContestEventBase
 from contest_telemetry.schema.exceptions import (
     EventDecodeError,
@@ -38,7 +39,6 @@ __all__ = [
     "validate_event",
 ]
 
-ENVELOPE_MESSAGE = "telemetry.contest.batch"
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyContestEvent)
 
 
@@ -47,13 +47,13 @@ def _field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     for err in exc.errors(include_url=False):
         loc = [str(part) for part in err["loc"]]
         # Drop the discriminator's own entry (the message literal) from the path.
-        if loc and loc[0].startswith("telemetry.contest."):
+        if loc and loc[0].startswith(PREFIX):
             loc = loc[1:]
         path = ".".join(loc)
         if err["type"] == "union_tag_invalid":
             path, reason = "message", f"unknown event {err['input'].get('message')!r}"
         elif err["type"] == "union_tag_not_found":
-            path, reason = "message", "missing: every event names a telemetry.contest.* message"
+            path, reason = "message", f"missing: every event names a {PREFIX}* message"
         elif err["type"] == "missing":
             reason = "missing"
         else:
@@ -120,19 +120,17 @@ def decode_record(data: bytes | str | None) -> DecodedRecord:
     except EventDecodeError as exc:
         out.invalid.append(InvalidEvent(exc))
         return out
-    if isinstance(obj, dict) and obj.get("message") == ENVELOPE_MESSAGE:
+    envelope = envelope_of(obj)
+    if envelope is not None:
         out.envelope = True
-        events = obj.get("events")
-        if not isinstance(events, list):
+        if envelope.events is None:
             err = EventValidationError(
-                "telemetry.contest.batch: events: must be a list", [FieldError("events", "must be a list")]
+                f"{ENVELOPE_MESSAGE}: events: must be a list", [FieldError("events", "must be a list")]
             )
             out.invalid.append(InvalidEvent(err, raw=obj))
             return out
-        dropped = obj.get("publisherDropped", 0)
-        if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0:
-            out.publisher_dropped = dropped
-        for index, item in enumerate(events):
+        out.publisher_dropped = envelope.publisher_dropped
+        for index, item in enumerate(envelope.events):
             try:
                 out.events.append(validate_event(item, where=f"events.{index}."))
             except EventValidationError as exc:
@@ -155,7 +153,7 @@ def encode_envelope(hub_id: str, events: list[dict[str, Any]], publisher_dropped
     """Several events of one hub as one envelope record."""
     envelope: dict[str, Any] = {
         "message": ENVELOPE_MESSAGE,
-        "schemaVersion": 1,
+        "schemaVersion": SCHEMA_VERSION,
         "hubId": hub_id,
         "events": events,
     }

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+_INF = math.inf
+
 __all__ = [
     "ResolvedDurations",
     "arming_duration_ms",
@@ -24,13 +26,16 @@ def as_ms(value: Any) -> float | int | None:
 
     Booleans are rejected on purpose: hub code is JavaScript, where ``true`` is not a number.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    kind = type(value)
+    if kind is int:  # the common case first: this runs for every finished contest
+        return value if value >= 0 else None
+    if kind is float:
+        return value if 0 <= value < _INF else None  # NaN fails every comparison
+    if kind is bool or not isinstance(value, int | float):
         return None
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if value < 0:
-        return None
-    return value
+        return None  # a float subclass
+    return value if value >= 0 else None
 
 
 def arming_duration_ms(created_at: Any, started_at: Any) -> float | int | None:

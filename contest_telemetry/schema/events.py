@@ -9,14 +9,24 @@ means them: booleans and numeric strings are not numbers.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+import typing
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 from pydantic.alias_generators import to_camel
 
+from contest_telemetry.schema.contract import (
+    EVENT_MESSAGES,
+    FINAL_MESSAGES,
+    MAX_MILLIS,
+    MIN_EVENT_TIME_MS,
+    iso_time_ms,
+    short_type,
+)
+
 __all__ = [
     "EVENT_MESSAGES",
+    "EVENT_MODELS",
     "FINAL_MESSAGES",
     "MAX_COUNT",
     "MAX_MILLIS",
@@ -33,14 +43,9 @@ __all__ = [
     "short_type",
 ]
 
-PREFIX = "telemetry.contest."
-
 # Bounds on numbers and times (every value the pipeline computes with stays representable: in a
 # datetime, in a 64-bit JSON integer, in a sketch). A value beyond them is a validation error.
-MAX_MILLIS = 253_402_300_799_999
-"""Largest epoch time or duration in ms: 9999-12-31T23:59:59.999Z."""
-MIN_EVENT_TIME_MS = -62_135_596_800_000
-"""Earliest ``timestamp``: 0001-01-01T00:00:00Z (``timestamp`` may be before 1970, raw times may not)."""
+# MAX_MILLIS and MIN_EVENT_TIME_MS (times) are the contract's (contract.py).
 MAX_COUNT = 1_000_000
 """Largest participant count, capacity, complication count or schema version."""
 
@@ -66,21 +71,6 @@ def _non_negative_int(value: Any) -> int:
     if number > MAX_COUNT:
         raise ValueError(f"must be <= {MAX_COUNT}, got {number}")
     return number
-
-
-def iso_time_ms(value: str) -> float:
-    """Epoch ms of an ISO-8601 date-time (naive times are UTC); ValueError when it is not one or
-    falls outside years 1-9999 in UTC."""
-    try:
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        ms = parsed.timestamp() * 1000.0
-    except (ValueError, OverflowError, OSError):
-        raise ValueError(f"must be an ISO-8601 date-time, got {value[:64]!r}") from None
-    if not MIN_EVENT_TIME_MS <= ms <= MAX_MILLIS:
-        raise ValueError(f"must be in years 1-9999 UTC, got {value[:64]!r}")
-    return ms
 
 
 def _non_empty_str(value: Any) -> str:
@@ -217,15 +207,8 @@ AnyContestEvent = Annotated[
     Field(discriminator="message"),
 ]
 
-EVENT_MESSAGES: tuple[str, ...] = tuple(
-    PREFIX + name
-    for name in ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
-)
-FINAL_MESSAGES: frozenset[str] = frozenset(
-    PREFIX + name for name in ("workflowFailed", "resolved", "expired")
-)
-
-
-def short_type(message: str) -> str:
-    """``telemetry.contest.resolved`` -> ``resolved`` (the ``type`` label of metrics)."""
-    return message[len(PREFIX) :] if message.startswith(PREFIX) else message
+EVENT_MODELS: dict[str, type[ContestEventBase]] = {
+    typing.get_args(cls.model_fields["message"].annotation)[0]: cls
+    for cls in typing.get_args(typing.get_args(AnyContestEvent)[0])
+}
+"""The model of each event, by its ``message``."""

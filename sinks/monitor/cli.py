@@ -53,8 +53,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", "-i", metavar="PATH", help="NDJSON file, .gz, archive dir or - (stdin)")
     parser.add_argument("--json", action="store_true", help="same as --format json")
     parser.add_argument("--format", metavar="FORMAT", help="text (default), json or table")
-    parser.add_argument("--arming-threshold", metavar="MS", help="arming p95 budget (default 8000)")
-    parser.add_argument("--resolution-threshold", metavar="MS", help="resolution p95 budget (default 800)")
+    parser.add_argument(
+        "--arming-threshold", metavar="MS", help=f"arming p95 budget (default {DEFAULT_ARMING_BUDGET_MS:g})"
+    )
+    parser.add_argument(
+        "--resolution-threshold",
+        metavar="MS",
+        help=f"resolution p95 budget (default {DEFAULT_RESOLUTION_BUDGET_MS:g})",
+    )
     parser.add_argument("--fail-on-breach", action="store_true", help="exit 2 when a budget is breached")
     parser.add_argument(
         "--topic",

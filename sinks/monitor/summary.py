@@ -15,10 +15,20 @@ import json
 import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from contest_telemetry.schema import (
+    ARMING_BUDGET_MS,
+    LAUNCHED,
+    MULTI_ACTOR_OVER,
+    PREFIX,
+    RESOLUTION_BUDGET_MS,
+    RESOLVED,
+    WORKFLOW_FAILED,
+    iso_time_ms,
+)
 
 __all__ = [
     "DEFAULT_ARMING_BUDGET_MS",
@@ -35,13 +45,9 @@ __all__ = [
     "summarise",
 ]
 
-DEFAULT_ARMING_BUDGET_MS = 8000.0
-DEFAULT_RESOLUTION_BUDGET_MS = 800.0
+DEFAULT_ARMING_BUDGET_MS = ARMING_BUDGET_MS
+DEFAULT_RESOLUTION_BUDGET_MS = RESOLUTION_BUDGET_MS
 
-_PREFIX = "telemetry.contest."
-_LAUNCHED = "telemetry.contest.launched"
-_RESOLVED = "telemetry.contest.resolved"
-_FAILED = "telemetry.contest.workflowFailed"
 MAX_DEPTH = 1024  # orjson's nesting limit
 _DEPTH_ERRORS = ("depth limit", "recursion limit")  # its messages for deeper input (3.10+, older)
 
@@ -200,12 +206,9 @@ def parse_time_ms(value: object) -> float | None:
     if kind is not str:
         return None
     try:
-        moment = datetime.fromisoformat(value)  # type: ignore[arg-type]
+        return iso_time_ms(value, False)  # type: ignore[arg-type]
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp() * 1000.0
 
 
 def percentile(sorted_values: Sequence[float], rank: float) -> float | None:
@@ -265,7 +268,7 @@ def summarise(
             resolution.append(record.resolution)
         if record.count is not None:
             counts.append(record.count)
-        if record.capacity is not None and record.capacity > 2:
+        if record.capacity is not None and record.capacity > MULTI_ACTOR_OVER:
             capacity_over_two += 1
     counts.sort()
     failure_count = workflow_failures if isinstance(workflow_failures, int) else len(workflow_failures)
@@ -285,7 +288,7 @@ def summarise(
             "samples": len(counts),
             "average": _js_sum(counts) / len(counts) if counts else None,
             "max": counts[-1] if counts else None,
-            "multiActorContests": sum(1 for count in counts if count > 2),
+            "multiActorContests": sum(1 for count in counts if count > MULTI_ACTOR_OVER),
             "capacityOverTwo": capacity_over_two,
         },
     }
@@ -389,7 +392,7 @@ class SummaryBuilder:
         ):
             return
         message = event.get("message")
-        if message == _FAILED:
+        if message == WORKFLOW_FAILED:
             # Counted apart whether or not it names a contest, and it opens none.
             self.failure_count += 1
             hub = event.get("hubId")
@@ -397,7 +400,7 @@ class SummaryBuilder:
             if self._keep_failures:
                 self._failures.append(event if line is None else line)
             return
-        if type(message) is not str or not message.startswith(_PREFIX):
+        if type(message) is not str or not message.startswith(PREFIX):
             return
         contest_id = event.get("contestId")
         if not _js_truthy(contest_id):
@@ -416,7 +419,7 @@ class SummaryBuilder:
                 room if _js_truthy(room) else None,
             )
             self.contests[key] = record
-        if message in (_LAUNCHED, _RESOLVED):
+        if message in (LAUNCHED, RESOLVED):
             # A later number replaces an earlier one; a missing value keeps it.
             value = finite_non_negative(event.get("armingDurationMs"))
             if value is not None:
@@ -427,7 +430,7 @@ class SummaryBuilder:
             value = finite_non_negative(event.get("participantCapacity"))
             if value is not None:
                 record.capacity = value
-            if message == _RESOLVED:
+            if message == RESOLVED:
                 value = finite_non_negative(event.get("resolutionDurationMs"))
                 if value is not None:
                     record.resolution = value

@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python benchmarks/publish.py
 	$(BIN)/python benchmarks/stream_throughput.py
 	$(BIN)/python benchmarks/archive.py
+	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/stream_memory.py
 	$(BIN)/python benchmarks/exporter_scrape.py
 	$(BIN)/python benchmarks/monitor.py

@@ -8,6 +8,10 @@ one run, through:
   against the contract, unpack envelopes, gzip NDJSON chunks (10,000 records each, fsync, rename,
   manifest line + fsync);
 - ``archiver-no-fsync``: the same with fsync turned into a no-op (the cost of durability);
+- ``archiver-s3``: the same archiver writing to ``s3://bench/run-N`` on a local S3Proxy
+  (tests/helpers/s3proxy.py, needs Java and Maven; ``--no-s3`` skips it): each chunk one PUT, then
+  its manifest entry object, best of ``--s3-rounds`` runs interleaved with as many local ones;
+  ``s3VsLocal`` is its rate over the best local rate of the same run;
 - ``baseline``: ``gzip.open`` + ``json.dumps`` of the same line objects into one file.
 
 Figures are lines per second (a line is one archived event or record). The Kafka consumer itself
@@ -130,7 +134,7 @@ def no_fsync() -> Any:
         os.fsync = real
 
 
-def run_archiver(records: list[tuple[Kind, bytes]], root: Path, level: int) -> int:
+def run_archiver(records: list[tuple[Kind, bytes]], root: Path | str, level: int) -> int:
     topics = {"events": "contest.events", "records": "contest.records"}
     offsets = {"events": 0, "records": 0}
     lines = 0
@@ -162,6 +166,18 @@ def timed(work: Callable[[Path], int]) -> tuple[int, float, int]:
     return lines, elapsed, size
 
 
+def timed_s3(
+    records: list[tuple[Kind, bytes]], level: int, proxy: Any, run_no: int
+) -> tuple[int, float, int]:
+    from sinks.archive.reader import open_reader
+
+    url = f"s3://bench/run-{run_no}"
+    start = time.perf_counter()
+    lines = run_archiver(records, url, level)
+    elapsed = time.perf_counter() - start
+    return lines, elapsed, sum(entry.size for entry in open_reader(url).chunks())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envelope", type=int, default=50, help="events per envelope record")
     parser.add_argument(
         "--level", type=int, default=6, help="gzip level for both (the archiver's default: 6)"
+    )
+    parser.add_argument("--no-s3", action="store_true", help="skip the S3 (S3Proxy) workload")
+    parser.add_argument(
+        "--s3-rounds", type=int, default=3, help="S3 and local runs, interleaved; best of each is compared"
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -188,6 +208,26 @@ def main(argv: list[str] | None = None) -> int:
     with no_fsync():
         add("archiver-no-fsync", *timed(lambda root: run_archiver(records, root, args.level)))
     add("baseline", *timed(lambda root: run_baseline(objects, root, args.level)))
+    s3_ratio: float | None = None
+    if not args.no_s3:
+        from tests.helpers.s3proxy import S3Proxy
+
+        local_runs = [(results["archiver"]["lines"], results["archiver"]["seconds"])]
+        s3_runs: list[tuple[int, float, int]] = []
+        with S3Proxy() as proxy:
+            proxy.create_bucket("bench")
+            os.environ.update(proxy.env())
+            timed_s3(records[:2000], args.level, proxy, 0)  # connections, the server's JIT
+            # Interleaved, best of each: the machine's load moves during a run, and both sides
+            # should see the same moments of it.
+            for round_no in range(args.s3_rounds):
+                s3_runs.append(timed_s3(records, args.level, proxy, round_no + 1))
+                lines, seconds, _ = timed(lambda root: run_archiver(records, root, args.level))
+                local_runs.append((lines, seconds))
+        add("archiver-s3", *min(s3_runs, key=lambda run: run[1]))
+        local_rate = max(lines / seconds for lines, seconds in local_runs)
+        s3_ratio = round(results["archiver-s3"]["linesPerSecond"] / local_rate, 3)
+        assert results["archiver-s3"]["lines"] == len(objects)
     assert results["archiver"]["lines"] == results["baseline"]["lines"] == len(objects)
     ratio = results["archiver"]["linesPerSecond"] / results["baseline"]["linesPerSecond"]
     summary = {
@@ -196,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "envelope": args.envelope,
         "results": results,
         "archiverVsBaseline": round(ratio, 3),
+        "s3VsLocal": s3_ratio,
     }
     if args.json:
         print(json.dumps(summary))
@@ -208,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     console.print(table)
     console.print(f"archiver / baseline: {ratio:.2f}x")
+    if s3_ratio is not None:
+        console.print(
+            f"archiver-s3 / archiver, best of {args.s3_rounds} interleaved runs each (local: "
+            f"{args.s3_rounds + 1}): {s3_ratio:.2f}x (target >= 0.7x)"
+        )
     return 0
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -18,9 +19,11 @@ from contest_telemetry.settings import KafkaSettings, TopicSettings
 __all__ = [
     "BrokerUnreachableError",
     "TopicSpec",
+    "await_partitions",
     "connect_admin",
     "ensure_topics",
     "pipeline_topics",
+    "topic_partitions",
     "wait_for_brokers",
 ]
 
@@ -157,3 +160,26 @@ async def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec]) -> list[st
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def topic_partitions(consumer: Any, topics: Iterable[str]) -> dict[str, set[int]]:
+    """Each topic's partitions from one full metadata fetch (a consumer's own cache knows only the
+    topics it is assigned and is refreshed every few minutes). The one place that reaches into
+    aiokafka's client for it."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return {topic: set(cluster.partitions_for_topic(topic) or ()) for topic in topics}
+
+
+async def await_partitions(
+    consumer: Any, topics: Iterable[str], timeout_s: float = 10.0, interval_s: float = 0.2
+) -> dict[str, set[int]]:
+    """:func:`topic_partitions`, asked again until every topic has partitions or ``timeout_s``
+    passed (a topic created a moment ago takes a moment to show up); a topic still missing then
+    has an empty set."""
+    wanted = list(topics)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        found = await topic_partitions(consumer, wanted)
+        if all(found.values()) or asyncio.get_running_loop().time() >= deadline:
+            return found
+        await asyncio.sleep(interval_s)

@@ -32,11 +32,22 @@ import orjson
 
 from contest_telemetry.schema import InvalidEvent
 
-__all__ = ["MAX_DLQ_BYTES", "dlq_headers", "dlq_value", "encode_dlq"]
+__all__ = [
+    "INDEX_HEADER",
+    "MAX_DLQ_BYTES",
+    "REASON_HEADER",
+    "SOURCE_HEADER",
+    "dlq_headers",
+    "dlq_value",
+    "encode_dlq",
+]
 
 MAX_DLQ_BYTES = 1024 * 1024
 """Largest dead letter (contest_telemetry/topics.py creates the DLQ with room for it)."""
 _HEAD_BYTES = 4096
+REASON_HEADER = "ct-reason"
+SOURCE_HEADER = "ct-source"  # topic/partition/offset of the record that failed
+INDEX_HEADER = "ct-index"
 
 
 def dlq_value(
@@ -77,11 +88,11 @@ def dlq_value(
 def dlq_headers(value: dict[str, Any]) -> list[tuple[str, bytes]]:
     src = value["source"]
     headers = [
-        ("ct-reason", value["reason"].encode()),
-        ("ct-source", f"{src['topic']}/{src['partition']}/{src['offset']}".encode()),
+        (REASON_HEADER, value["reason"].encode()),
+        (SOURCE_HEADER, f"{src['topic']}/{src['partition']}/{src['offset']}".encode()),
     ]
     if value.get("index") is not None:
-        headers.append(("ct-index", str(value["index"]).encode()))
+        headers.append((INDEX_HEADER, str(value["index"]).encode()))
     return headers
 
 

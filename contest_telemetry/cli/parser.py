@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from contest_telemetry.exceptions import ConfigError
 
-__all__ = ["Parser", "positive_float", "positive_int", "share"]
+__all__ = ["Parser", "iso_time_ms", "positive_float", "positive_int", "share"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,3 +44,17 @@ def share(raw: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {raw!r}")
     return value
+
+
+def iso_time_ms(flag: str, raw: str | None) -> float | None:
+    """Epoch ms of an ISO-8601 time given to ``flag`` (naive = UTC), None when not given;
+    :class:`ConfigError` naming the flag otherwise."""
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{flag}: not an ISO-8601 time: {raw!r} (e.g. 2026-05-01T12:00:00Z)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp() * 1000.0

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import IO, Any
 
 import orjson
@@ -29,10 +28,14 @@ from rich.table import Table
 
 from contest_telemetry.cli.parser import Parser
 from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
-from contest_telemetry.settings import KafkaSettings, TopicSettings
+from contest_telemetry.logs import announce, configure_logging, line_stream
+from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
 from sinks.archive.lines import Kind
+from sinks.archive.metrics import ArchiverExporterSettings, start_archive_exporter
+from sinks.archive.replay import add_replay_arguments
 from sinks.archive.runner import ArchiveRun, run_archiver
-from sinks.archive.settings import ArchiveSettings
+from sinks.archive.settings import ArchiveS3Settings, ArchiveSettings
+from sinks.archive.storage import is_url, open_storage
 from sinks.archive.store import ArchiveStore
 from sinks.archive.verify import VerifyReport, verify_archive
 
@@ -57,10 +60,14 @@ def _positive_float(flag: str, raw: str | None) -> float | None:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="archive_command", metavar="{run,verify}", parser_class=Parser)
+    commands = parser.add_subparsers(
+        dest="archive_command", metavar="{run,verify,replay}", parser_class=Parser
+    )
     run_p = commands.add_parser("run", help="archive contest.events and contest.records", allow_abbrev=False)
     run_p.add_argument(
-        "--dir", metavar="DIR", help="archive root (CT_ARCHIVE_DIR, default ./contest-archive)"
+        "--dir",
+        metavar="DIR|URL",
+        help="archive root: a directory or s3://bucket/prefix (CT_ARCHIVE_DIR, default ./contest-archive)",
     )
     run_p.add_argument(
         "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP_SERVERS)"
@@ -96,13 +103,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     run_p.add_argument("--progress-interval", metavar="SECONDS", help="progress line period on stderr (5)")
     run_p.add_argument("--json", action="store_true", help="print the final stats as one JSON line")
     verify_p = commands.add_parser("verify", help="check an archive directory", allow_abbrev=False)
-    verify_p.add_argument("directory", metavar="DIR", help="archive root")
+    verify_p.add_argument(
+        "directory", metavar="DIR|URL", help="archive root: a directory or s3://bucket/prefix"
+    )
     verify_p.add_argument("--json", action="store_true", help="machine-readable report")
     verify_p.add_argument(
         "--allow-gaps",
         action="store_true",
         help="accept gaps the archiver recorded (offsets deleted by retention before it read them)",
     )
+    add_replay_arguments(commands)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -124,7 +134,7 @@ def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
     if args.dir is not None:
         if not args.dir.strip():
             raise ConfigError("--dir must not be empty")
-        overrides["dir"] = Path(args.dir)
+        overrides["dir"] = args.dir
     if args.chunk_records is not None:
         overrides["chunk_records"] = args.chunk_records
     if args.group is not None:
@@ -135,6 +145,7 @@ def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
         overrides["records_topic"] = args.records_topic
     try:
         settings = ArchiveSettings(**overrides)
+        s3_settings = ArchiveS3Settings() if is_url(settings.dir) else None
         kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap is not None else {}))
         topic_names = TopicSettings()
     except ValidationError as error:
@@ -165,7 +176,8 @@ def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
         if args.progress_interval is None
         else _positive_float("--progress-interval", args.progress_interval)
     )
-    store = ArchiveStore(settings.dir, settings.chunk_records, settings.compress_level)
+    storage = open_storage(settings.dir, s3_settings)  # ConfigError for a bad URL or endpoint
+    store = ArchiveStore(settings.dir, settings.chunk_records, settings.compress_level, storage=storage)
     archive_run = ArchiveRun(
         store=store,
         kafka=kafka,
@@ -175,7 +187,7 @@ def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
         idle_flush=idle_flush,
         max_chunk_age=max_chunk_age,
         partition_refresh=partition_refresh,
-        progress=sys.stderr,
+        progress=line_stream(__name__),  # plain on stderr, or JSON lines with CT_LOG_FORMAT=json
         progress_interval=interval or 5.0,
     )
     return archive_run, bool(args.json)
@@ -184,15 +196,27 @@ def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
 def _run_archive(args: argparse.Namespace, out: IO[str]) -> int:
     try:
         archive_run, as_json = _settings(args)
+        exporter_settings = ArchiverExporterSettings()
     except ConfigError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except ValidationError as error:
+        print(f"{PROG}: {settings_error_line(error)}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        # Before anything connects: a port in use stops the run at once with one line.
+        exporter = start_archive_exporter(archive_run, exporter_settings)
+    except ContestTelemetryError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if exporter is not None:
+        announce(__name__, f"{PROG}: metrics at {exporter.url} (health: /healthz, /readyz)")
     try:
         archive_run.store.open()
         if archive_run.store.removed:
-            print(
+            announce(
+                __name__,
                 f"{PROG}: removed {len(archive_run.store.removed)} unlisted chunk file(s) left by a crash",
-                file=sys.stderr,
             )
         stats = run_archiver(archive_run)
     except ContestTelemetryError as error:
@@ -206,6 +230,9 @@ def _run_archive(args: argparse.Namespace, out: IO[str]) -> int:
         name = type(error).__name__
         print(f"{PROG}: {text if text.startswith(name) else f'{name}: {text}'}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if exporter is not None:
+            exporter.stop()
     if as_json:
         out.write(orjson.dumps(stats.as_dict()).decode() + "\n")
         out.flush()
@@ -251,8 +278,11 @@ def _render(report: VerifyReport, out: IO[str]) -> None:
 
 def _verify(args: argparse.Namespace, out: IO[str]) -> int:
     try:
-        report = verify_archive(Path(args.directory), allow_gaps=bool(args.allow_gaps))
-    except OSError as error:
+        report = verify_archive(args.directory, allow_gaps=bool(args.allow_gaps))
+    except ValidationError as error:
+        print(f"{PROG}: {settings_error_line(error)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (OSError, ContestTelemetryError) as error:
         print(f"{PROG}: cannot verify {args.directory}: {error}", file=sys.stderr)
         return EXIT_CONFIG
     if args.json:
@@ -263,11 +293,41 @@ def _verify(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _replay(args: argparse.Namespace, out: IO[str]) -> int:
+    from sinks.archive.replay import build_job, render_stats, replay
+
+    try:
+        job = build_job(args, line_stream("sinks.archive.replay"))  # CT_LOG_FORMAT=json: JSON lines
+    except ConfigError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        stats = replay(job)
+    except (ContestTelemetryError, OSError) as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # a Kafka error, ...: one line, not a traceback
+        text = str(error)
+        name = type(error).__name__
+        print(f"{PROG}: {text if text.startswith(name) else f'{name}: {text}'}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        out.write(orjson.dumps(stats.as_dict()).decode() + "\n")
+        out.flush()
+    else:
+        render_stats(stats, out)
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace, *, stdout: IO[str] | None = None) -> int:
-    """Dispatch ``archive run`` / ``archive verify`` for parsed arguments; returns the exit code."""
+    """Dispatch ``archive run|verify|replay`` for parsed arguments; returns the exit code."""
     out = stdout if stdout is not None else sys.stdout
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s", stream=sys.stderr)
+        try:
+            configure_logging(logging.WARNING, text_format=f"{PROG}: %(message)s")
+        except ConfigError as error:
+            print(f"{PROG}: {error}", file=sys.stderr)
+            return EXIT_CONFIG
         # aiokafka logs every failed connection attempt; the error that ends the run is printed once.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     command = getattr(args, "archive_command", None)
@@ -275,7 +335,9 @@ def run(args: argparse.Namespace, *, stdout: IO[str] | None = None) -> int:
         return _run_archive(args, out)
     if command == "verify":
         return _verify(args, out)
-    print(f"{PROG}: choose a command: run or verify", file=sys.stderr)
+    if command == "replay":
+        return _replay(args, out)
+    print(f"{PROG}: choose a command: run, verify or replay", file=sys.stderr)
     return EXIT_CONFIG
 
 

@@ -30,10 +30,13 @@ from typing import IO, Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
+from contest_telemetry.logs import log_context
 from contest_telemetry.settings import KafkaSettings
+from contest_telemetry.topics import await_partitions, topic_partitions
 from sinks.archive.exceptions import ArchiveError
 from sinks.archive.lines import Kind, extract
 from sinks.archive.manifest import ManifestEntry
+from sinks.archive.metrics import ArchiveObserver
 from sinks.archive.store import ArchiveStore, crash_point
 
 __all__ = ["ArchiveRun", "ArchiveStats", "run_archiver"]
@@ -54,6 +57,7 @@ class ArchiveStats:
     gaps: int = 0  # gaps recorded in the manifest by this run (offsets deleted before they were read)
     missing_offsets: int = 0  # offsets in those gaps
     new_partitions: int = 0  # partitions picked up while running
+    storage_retries: int = 0  # object-store requests retried (CT_ARCHIVE_S3_MAX_RETRIES bounds each)
     by_topic: dict[str, dict[str, int]] = field(default_factory=dict)
     stopped_by: str = ""
 
@@ -70,6 +74,7 @@ class ArchiveStats:
             "gaps": self.gaps,
             "missingOffsets": self.missing_offsets,
             "newPartitions": self.new_partitions,
+            "storageRetries": self.storage_retries,
             "byTopic": self.by_topic,
             "stoppedBy": self.stopped_by,
         }
@@ -90,6 +95,7 @@ class ArchiveRun:
     progress: IO[str] | None = None
     progress_interval: float = 5.0
     stats: ArchiveStats = field(default_factory=ArchiveStats)
+    observer: ArchiveObserver | None = None  # metrics and health (sinks/archive/metrics.py)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _assigned: list[TopicPartition] = field(default_factory=list)
 
@@ -100,22 +106,13 @@ class ArchiveRun:
 
     # -----------------------------------------------------------------------------------------
     async def _topic_partitions(self, consumer: AIOKafkaConsumer) -> dict[str, set[int]]:
-        # A full metadata fetch (the consumer's own cache only knows assigned topics and is
-        # refreshed every few minutes).
-        cluster = await consumer._client.fetch_all_metadata()
-        return {topic: set(cluster.partitions_for_topic(topic) or ()) for topic in self.topics}
+        return await topic_partitions(consumer, self.topics)
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        deadline = time.monotonic() + 10.0
-        while True:
-            # A topic created a moment ago may take a few seconds to show up everywhere.
-            found = await self._topic_partitions(consumer)
-            missing = [topic for topic, partitions in found.items() if not partitions]
-            if not missing:
-                break
-            if time.monotonic() >= deadline:
-                raise ArchiveError(f"topic {missing[0]!r} does not exist on {self.kafka.bootstrap_servers}")
-            await asyncio.sleep(0.5)
+        found = await await_partitions(consumer, self.topics, interval_s=0.5)
+        missing = [topic for topic, partitions in found.items() if not partitions]
+        if missing:
+            raise ArchiveError(f"topic {missing[0]!r} does not exist on {self.kafka.bootstrap_servers}")
         await self._reassign(consumer, found)
         return self._assigned
 
@@ -134,6 +131,8 @@ class ArchiveRun:
                 # Below the log start (retention), the fetch fails and _out_of_range records the gap.
                 consumer.seek(tp, resume)
         self._assigned = tps
+        if self.observer is not None:
+            self.observer.assigned(tps)
         if fresh:
             await consumer.seek_to_beginning(*fresh)
 
@@ -183,6 +182,9 @@ class ArchiveRun:
                     expected,
                     start - 1,
                     start,
+                    extra=log_context(
+                        topic=tp.topic, partition=tp.partition, first_offset=expected, last_offset=start - 1
+                    ),
                 )
                 closed += self.store.record_gap(tp.topic, tp.partition, expected, start - 1, "retention")
                 self.stats.gaps += 1
@@ -204,11 +206,14 @@ class ArchiveRun:
         return closed
 
     async def _commit(self, consumer: AIOKafkaConsumer, entries: list[ManifestEntry]) -> None:
+        self.stats.storage_retries = self.store.storage_retries
         if not entries:
             return
         for entry in entries:
             self.stats.files += 1
             self.stats.bytes += entry.size
+        if self.observer is not None:
+            self.observer.committed(entries)
         offsets = {TopicPartition(e.topic, e.partition): e.last_offset + 1 for e in entries}
         try:
             await consumer.commit(offsets)
@@ -299,6 +304,8 @@ class ArchiveRun:
                         if entry is not None:
                             closed.append(entry)
                 await self._commit(consumer, closed)
+                if self.observer is not None:
+                    self.observer.tick(consumer, self.store, self._assigned)
                 if now - last_refresh >= self.partition_refresh:
                     await self._refresh_partitions(consumer)
                     last_refresh = now

@@ -23,36 +23,29 @@ claims an offset it did not read and ``archive verify`` reports the gap with its
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import io
 import os
+import posixpath
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from sinks.archive.exceptions import ArchiveError, ArchiveLockedError
-from sinks.archive.manifest import (
-    CHUNK,
-    GAP,
-    MANIFEST_NAME,
-    ManifestEntry,
-    append_entry,
-    fsync_dir,
-    recover_manifest,
-)
+from sinks.archive.exceptions import ArchiveError
+from sinks.archive.manifest import CHUNK, GAP, ManifestEntry
+from sinks.archive.manifest_log import ManifestLog, is_manifest_key, manifest_for
 from sinks.archive.paths import TMP_SUFFIX, chunk_relpath, parse_chunk_name, safe_component
+from sinks.archive.storage import LocalStorage, Storage, Upload, open_storage
 
 __all__ = ["LOCK_NAME", "STAGING_DIR", "ArchiveStore", "crash_point", "iso_ms"]
 
-STAGING_DIR = ".staging"
-LOCK_NAME = ".lock"
+STAGING_DIR = LocalStorage.STAGING
+LOCK_NAME = LocalStorage.LOCK
 _CRASH_ENV = "CT_ARCHIVE_CRASH_AT"
 _crash_counts: dict[str, int] = {}
 
@@ -111,7 +104,7 @@ class _OpenChunk:
     partition: int
     first: int
     index: int  # offset // chunk_records
-    tmp: Path
+    upload: Upload
     raw: _HashingWriter
     gz: gzip.GzipFile
     last: int = -1
@@ -129,104 +122,100 @@ class _OpenChunk:
     def discard(self) -> None:
         with contextlib.suppress(Exception):
             self.gz.close()
-        with contextlib.suppress(Exception):
-            self.raw.handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
+        self.upload.discard()
 
 
 @dataclass
 class ArchiveStore:
-    """Writes chunks for any number of (topic, partition); one process per directory (locked)."""
+    """Writes chunks for any number of (topic, partition); one process per archive.
 
-    root: Path
+    ``root`` is a directory (locked: a second archiver is refused) or an ``s3://bucket/prefix``
+    URL (sinks/archive/storage.py; object stores have no lock: run one archiver per prefix, as
+    one Kafka Connect task owns a partition)."""
+
+    root: Path | str
     chunk_records: int = 10_000
     compress_level: int = 6
     positions: dict[tuple[str, int], int] = field(default_factory=dict)  # last archived offset
     entries: list[ManifestEntry] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # unlisted files deleted on open
+    storage: Storage | None = None  # None: opened from ``root``
     _open: dict[tuple[str, int], _OpenChunk] = field(default_factory=dict)
-    _known_dirs: set[Path] = field(default_factory=set)
-    _manifest_fd: int | None = None
-    _lock_fd: int | None = None
+    _manifest: ManifestLog | None = None
+    _locked: bool = False
+
+    @property
+    def location(self) -> str:
+        """The archive's path or URL, as reports show it."""
+        return self._storage().location.url
+
+    @property
+    def storage_retries(self) -> int:
+        """Object-store requests retried so far (0 for a directory)."""
+        return int(getattr(self.storage, "retries", 0))
+
+    def _storage(self) -> Storage:
+        if self.storage is None:
+            self.storage = open_storage(self.root)
+        return self.storage
 
     # -- open / close ----------------------------------------------------------------------------
     def open(self) -> ArchiveStore:
         if self.chunk_records < 1:
             raise ArchiveError(f"chunk size must be >= 1 record (got {self.chunk_records})")
-        root = self.root
+        storage = self._storage()
+        storage.acquire()
+        self._locked = True
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise ArchiveError(f"cannot use archive directory {root}: {error}") from error
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise ArchiveLockedError(f"{root}: another archiver is writing this directory") from None
-        try:
-            self._recover()
+            self._recover(storage)
         except BaseException:
             self.close()
             raise
         return self
 
-    def _recover(self) -> None:
-        root = self.root
-        manifest = root / MANIFEST_NAME
-        chunk_files = list(self._chunk_files())
+    def _recover(self, storage: Storage) -> None:
+        manifest = manifest_for(storage)
+        self._manifest = manifest
+        chunk_keys = [
+            info.key
+            for info in storage.list_objects()
+            if not is_manifest_key(info.key) and parse_chunk_name(posixpath.basename(info.key)) is not None
+        ]
         if not manifest.exists():
-            if chunk_files:
+            if chunk_keys:
                 raise ArchiveError(
-                    f"{root} holds {len(chunk_files)} chunk file(s) but no {MANIFEST_NAME}; "
-                    "refusing to treat them as unarchived (restore the manifest or use a new directory)"
+                    f"{storage.location.url} holds {len(chunk_keys)} chunk file(s) but no manifest "
+                    f"({manifest.name}); refusing to treat them as unarchived (restore the manifest "
+                    "or use a new location)"
                 )
-            manifest.touch()
-            fsync_dir(root)
-        self.entries = recover_manifest(manifest)
+            manifest.create()
+        self.entries = manifest.recover()
         listed = {entry.file for entry in self.entries}
         for entry in self.entries:
             key = (entry.topic, entry.partition)
             self.positions[key] = max(self.positions.get(key, -1), entry.last_offset)
-        staging = root / STAGING_DIR
-        staging.mkdir(exist_ok=True)
-        for stray in staging.iterdir():
-            if stray.is_file():
-                stray.unlink()
-        touched: set[Path] = {staging}
-        for path in chunk_files:
-            relative = path.relative_to(root).as_posix()
-            if relative not in listed:
-                path.unlink()
-                self.removed.append(relative)
-                touched.add(path.parent)
-        for directory in touched:
-            fsync_dir(directory)
-        self._manifest_fd = os.open(manifest, os.O_WRONLY | os.O_APPEND)
-
-    def _chunk_files(self) -> Iterator[Path]:
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [name for name in dirnames if not name.startswith(".")]
-            for name in filenames:
-                if parse_chunk_name(name) is not None:
-                    yield Path(dirpath) / name
+        storage.begin_writing()
+        for name in chunk_keys:
+            if name not in listed:
+                # A crash between the chunk and its manifest entry: written again from the same offsets.
+                storage.delete(name)
+                self.removed.append(name)
+        storage.sync_deletes()
 
     def close(self) -> None:
-        """Drop open chunks (not archived: they will be read again) and release the directory."""
+        """Drop open chunks (not archived: they will be read again) and release the archive."""
         for chunk in self._open.values():
             chunk.discard()
         self._open.clear()
-        if self._manifest_fd is not None:
-            os.close(self._manifest_fd)
-            self._manifest_fd = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
+        if self._manifest is not None:
+            self._manifest.close()
+            self._manifest = None
+        if self._locked and self.storage is not None:
+            self.storage.release()
+            self._locked = False
 
     def __enter__(self) -> ArchiveStore:
-        return self.open() if self._lock_fd is None else self
+        return self.open() if not self._locked else self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -326,46 +315,27 @@ class ArchiveStore:
         # (transaction markers, compaction) must not read as gaps.
         resume = self.next_offset(topic, partition)
         first = resume if resume is not None and resume < offset else offset
-        tmp = self.root / STAGING_DIR / f"{safe_component(topic)}-p{partition}-{first:020d}{TMP_SUFFIX}"
-        handle = open(tmp, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in _finish/discard
-        raw = _HashingWriter(handle)
+        upload = self._storage().new_upload(f"{safe_component(topic)}-p{partition}-{first:020d}{TMP_SUFFIX}")
+        raw = _HashingWriter(upload.handle)
         gz = gzip.GzipFile(
             filename="", mode="wb", fileobj=cast(Any, raw), compresslevel=self.compress_level, mtime=0
         )
-        chunk = _OpenChunk(topic, partition, first, index, tmp, raw, gz)
+        chunk = _OpenChunk(topic, partition, first, index, upload, raw, gz)
         self._open[(topic, partition)] = chunk
         return chunk
 
-    def _mkdirs(self, directory: Path) -> None:
-        if directory in self._known_dirs:
-            return
-        missing: list[Path] = []
-        probe = directory
-        while probe != self.root and not probe.exists():
-            missing.append(probe)
-            probe = probe.parent
-        for path in reversed(missing):
-            path.mkdir(exist_ok=True)
-            fsync_dir(path.parent)
-        self._known_dirs.add(directory)
-
     def _finish(self, key: tuple[str, int]) -> ManifestEntry:
         chunk = self._open.pop(key)
+        date_ms = chunk.min_ms if chunk.min_ms is not None else chunk.min_kafka_ms
+        relative = chunk_relpath(chunk.topic, chunk.partition, chunk.first, chunk.last, date_ms)
         try:
             chunk.gz.close()
-            chunk.raw.flush()
-            os.fsync(chunk.raw.handle.fileno())
-            chunk.raw.handle.close()
+            chunk.upload.seal()
+            crash_point("after-tmp")
+            chunk.upload.commit(relative)  # durable under its final name (rename / one PUT)
         except BaseException:
             chunk.discard()
             raise
-        crash_point("after-tmp")
-        date_ms = chunk.min_ms if chunk.min_ms is not None else chunk.min_kafka_ms
-        relative = chunk_relpath(chunk.topic, chunk.partition, chunk.first, chunk.last, date_ms)
-        final = self.root / relative
-        self._mkdirs(final.parent)
-        os.replace(chunk.tmp, final)
-        fsync_dir(final.parent)
         crash_point("after-rename")
         entry = ManifestEntry(
             file=relative,
@@ -385,9 +355,9 @@ class ArchiveStore:
             last_read_offset=None if chunk.kind == GAP else chunk.last,
             reason=chunk.reason,
         )
-        if self._manifest_fd is None:
+        if self._manifest is None:
             raise ArchiveError("archive store is not open")
-        append_entry(self._manifest_fd, entry)
+        self._manifest.append(entry)
         self.entries.append(entry)
         self.positions[key] = chunk.last
         crash_point("after-manifest")

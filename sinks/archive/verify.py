@@ -16,7 +16,14 @@ Problem kinds (stable, for ``--json``):
 - ``recorded-gap``: offsets the archiver recorded as lost before it could read them (a ``gap``
   line of the manifest, with its reason, e.g. ``retention``). Every recorded gap is also listed in
   ``gaps``; ``allow_gaps`` (``--allow-gaps``) accepts them, so they are then not problems;
-- ``unlisted``: a chunk file on disk the manifest does not list.
+- ``unlisted``: a chunk file on disk the manifest does not list;
+- ``foreign``: an object under the archive root that is neither a chunk, the manifest nor a
+  manifest entry object (something else was written under the prefix or into the directory;
+  dot-files of a directory, such as ``.lock``, are the archiver's and not reported).
+
+The archive is a directory or an ``s3://bucket/prefix`` URL (sinks/archive/storage.py); on object
+storage the manifest is one object per entry (sinks/archive/manifest_log.py) and a broken one is
+a ``manifest`` problem naming its key.
 
 Files are read in blocks and split into lines in one pass: time and memory are linear in the
 size of the data, whatever the length of a line.
@@ -28,17 +35,19 @@ import gzip
 import hashlib
 import itertools
 import os
+import posixpath
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
-from sinks.archive.manifest import MANIFEST_NAME, ManifestEntry, read_manifest
+from sinks.archive.manifest import ManifestEntry
+from sinks.archive.manifest_log import ObjectManifest, is_manifest_key, manifest_for
 from sinks.archive.paths import parse_chunk_name
+from sinks.archive.storage import MANIFEST_PREFIX, Storage, open_storage
 
 __all__ = ["Gap", "Problem", "VerifyReport", "verify_archive"]
 
@@ -122,41 +131,42 @@ def _lines(stream: _Readable) -> Iterator[tuple[bytes, bool]]:
         yield b"".join(pending), False
 
 
-def _check_file(path: Path, entry: ManifestEntry, report: VerifyReport) -> None:
+def _check_file(storage: Storage, key: str, entry: ManifestEntry, report: VerifyReport) -> None:
     def problem(kind: str, detail: str) -> None:
         report.problems.append(Problem(kind, entry.file, entry.topic, entry.partition, detail))
 
     sha = hashlib.sha256()
     size = 0
-    with path.open("rb") as handle:
+    with storage.open(key) as handle:
         while block := handle.read(_READ):
             sha.update(block)
             size += len(block)
-    if size != entry.size:
-        problem("size", f"{size} bytes on disk, manifest says {entry.size}")
-    if sha.hexdigest() != entry.sha256:
-        problem("sha256", f"sha256 {sha.hexdigest()[:16]}..., manifest says {entry.sha256[:16]}...")
-    lines = 0
-    bad_json = 0
-    first_bad: int | None = None
-    unterminated = False
-    try:
-        with gzip.open(path, "rb") as stream:
-            for line, terminated in _lines(stream):
-                lines += 1
-                if not terminated:
-                    unterminated = True
-                    break
-                try:
-                    ok = isinstance(orjson.loads(line), dict)
-                except orjson.JSONDecodeError:
-                    ok = False
-                if not ok:
-                    bad_json += 1
-                    first_bad = first_bad or lines
-    except (OSError, EOFError, zlib.error) as error:
-        problem("gzip", f"does not decompress: {error}")
-        return
+        if size != entry.size:
+            problem("size", f"{size} bytes stored, manifest says {entry.size}")
+        if sha.hexdigest() != entry.sha256:
+            problem("sha256", f"sha256 {sha.hexdigest()[:16]}..., manifest says {entry.sha256[:16]}...")
+        handle.seek(0)
+        lines = 0
+        bad_json = 0
+        first_bad: int | None = None
+        unterminated = False
+        try:
+            with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+                for line, terminated in _lines(stream):
+                    lines += 1
+                    if not terminated:
+                        unterminated = True
+                        break
+                    try:
+                        ok = isinstance(orjson.loads(line), dict)
+                    except orjson.JSONDecodeError:
+                        ok = False
+                    if not ok:
+                        bad_json += 1
+                        first_bad = first_bad or lines
+        except (OSError, EOFError, zlib.error) as error:
+            problem("gzip", f"does not decompress: {error}")
+            return
     if unterminated:
         problem("json", f"last line {lines} has no newline (file cut short?)")
     if bad_json:
@@ -166,47 +176,50 @@ def _check_file(path: Path, entry: ManifestEntry, report: VerifyReport) -> None:
     report.lines += lines
 
 
-def verify_archive(directory: Path, *, allow_gaps: bool = False) -> VerifyReport:
-    """Check an archive directory; never raises for what it finds (only for an unreadable root).
+def verify_archive(
+    directory: str | os.PathLike[str], *, allow_gaps: bool = False, storage: Storage | None = None
+) -> VerifyReport:
+    """Check an archive (a directory or ``s3://bucket/prefix``); never raises for what it finds,
+    only for a root that cannot be read (OSError, or StorageError for object storage).
 
     Gaps the archiver recorded (retention deleted offsets before it read them) are listed in
     ``gaps`` and are problems unless ``allow_gaps``; offsets no line accounts for always are."""
-    root = directory.resolve()
-    report = VerifyReport(str(root))
-    manifest = root / MANIFEST_NAME
-    if not root.is_dir():
-        raise FileNotFoundError(f"not a directory: {directory}")
-    if not manifest.is_file():
-        report.problems.append(Problem("manifest", MANIFEST_NAME, None, None, "manifest.jsonl not found"))
-        read_entries: list[ManifestEntry] = []
+    storage = storage if storage is not None else open_storage(directory)
+    location = storage.location
+    if location.path is not None:
+        root_text = str(location.path.resolve())
+        if not location.path.is_dir():
+            raise FileNotFoundError(f"not a directory: {directory}")
     else:
-        read = read_manifest(manifest)
-        read_entries = read.entries
-        for number, reason in read.errors:
-            report.problems.append(Problem("manifest", MANIFEST_NAME, None, None, f"line {number}: {reason}"))
-        if read.torn:
-            report.problems.append(
-                Problem("manifest", MANIFEST_NAME, None, None, f"torn last line ({len(read.torn)} bytes)")
-            )
+        root_text = location.url
+        storage.is_archive_root()
+    report = VerifyReport(root_text)
+    objects = {info.key: info for info in storage.list_objects()}
+    manifest = manifest_for(storage)
+    if isinstance(manifest, ObjectManifest):
+        scan = manifest.scan([key for key in objects if key.startswith(MANIFEST_PREFIX)])
+    else:
+        scan = manifest.scan()
+    for kind, where, detail in scan.problems:
+        report.problems.append(Problem(kind, where, None, None, detail))
     listed: set[str] = set()
     by_partition: dict[tuple[str, int], list[ManifestEntry]] = defaultdict(list)
-    for entry in read_entries:
-        path = (root / entry.file).resolve()
-        name = parse_chunk_name(path.name)
-        if not path.is_relative_to(root) or name is None:
+    for entry in scan.entries:
+        key = storage.normalize(entry.file)
+        name = parse_chunk_name(posixpath.basename(key)) if key is not None else None
+        if key is None or name is None:
             report.problems.append(
                 Problem(
                     "bad-entry", entry.file, entry.topic, entry.partition, "not a chunk file of this archive"
                 )
             )
             continue
-        relative = path.relative_to(root).as_posix()
-        if relative in listed:
+        if key in listed:
             report.problems.append(
                 Problem("duplicate-entry", entry.file, entry.topic, entry.partition, "listed more than once")
             )
             continue
-        listed.add(relative)
+        listed.add(key)
         by_partition[(entry.topic, entry.partition)].append(entry)
         if entry.is_gap:
             gap = Gap(
@@ -244,13 +257,13 @@ def verify_archive(directory: Path, *, allow_gaps: bool = False) -> VerifyReport
                     f"p{entry.partition} {entry.first_offset}..{entry.last_offset}",
                 )
             )
-        if not path.is_file():
+        if key not in objects and not storage.exists(key):
             report.problems.append(
                 Problem("missing", entry.file, entry.topic, entry.partition, "file not found")
             )
             continue
         report.files += 1
-        _check_file(path, entry, report)
+        _check_file(storage, key, entry, report)
     for (topic, partition), entries in sorted(by_partition.items()):
         entries.sort(key=lambda e: (e.first_offset, e.last_offset))
         for previous, current in itertools.pairwise(entries):
@@ -276,14 +289,11 @@ def verify_archive(directory: Path, *, allow_gaps: bool = False) -> VerifyReport
                         f"are also in {previous.file}",
                     )
                 )
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
-        for filename in sorted(filenames):
-            if parse_chunk_name(filename) is None:
-                continue
-            relative = (Path(dirpath) / filename).relative_to(root).as_posix()
-            if relative not in listed:
-                report.problems.append(
-                    Problem("unlisted", relative, None, None, "chunk file not in the manifest")
-                )
+    for key in objects:
+        if is_manifest_key(key) or any(part.startswith(".") for part in key.split("/")):
+            continue  # dot-files (.lock) are the archiver's own
+        if parse_chunk_name(posixpath.basename(key)) is None:
+            report.problems.append(Problem("foreign", key, None, None, "not an object of this archive"))
+        elif key not in listed:
+            report.problems.append(Problem("unlisted", key, None, None, "chunk file not in the manifest"))
     return report

@@ -9,6 +9,11 @@ In an archive directory, manifest lines that cannot be archive entries (not JSON
 object, no usable ``file`` name, too long or too deep) and files whose gzip data is corrupt
 are skipped with a note in :class:`Skips`; a well-formed entry naming a file the archive
 lacks (missing, or outside the directory) is an :class:`InputError`.
+
+An archive on object storage (``s3://bucket/prefix``, sinks/archive/storage.py) is read the same
+way through its storage: its manifest is one object per entry, read in (topic, partition,
+offset) order; an entry object that is not one of ours (foreign, or not a JSON entry) and a chunk
+that does not decompress are skipped with a note, as in a directory.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from typing import Any, BinaryIO, cast
 
 import orjson
 
-from contest_telemetry.exceptions import ContestTelemetryError
+from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
+from sinks.archive.manifest_log import is_entry_key
+from sinks.archive.storage import MANIFEST_PREFIX, MARKER_KEY, Storage, StorageError, is_url, open_storage
 from sinks.monitor.summary import MAX_DEPTH, is_depth_error
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "archive_files",
     "iter_lines",
     "open_lines",
+    "storage_archive_keys",
 ]
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -241,6 +249,66 @@ def archive_files(directory: Path, topics: list[str] | None = None, skips: Skips
     return files
 
 
+def _entry_order(key: str) -> tuple[str, int, str]:
+    # _manifest/<topic>/partition=<P>/<first>-<last>.json: partitions in numeric order.
+    parts = key.split("/")
+    if len(parts) == 4 and parts[2].startswith("partition=") and parts[2][10:].isdigit():
+        return parts[1], int(parts[2][10:]), parts[3]
+    return key, -1, ""
+
+
+def storage_archive_keys(
+    storage: Storage, topics: list[str] | None = None, skips: Skips | None = None
+) -> list[str]:
+    """The chunk keys of an archive on object storage, in reading order (see :func:`archive_files`)."""
+    skips = skips if skips is not None else Skips()
+    keys = [info.key for info in storage.list_objects()]
+    if MARKER_KEY not in keys:
+        found = [
+            key
+            for key in keys
+            if not key.startswith(MANIFEST_PREFIX) and key.endswith((".ndjson", ".ndjson.gz"))
+        ]
+        return sorted(found)
+    wanted: list[str] = []
+    for key in keys:
+        if not key.startswith(MANIFEST_PREFIX) or key == MARKER_KEY:
+            continue
+        if not is_entry_key(key):
+            skips.note(f"{storage.describe(key)}: skipped: not a manifest entry object (foreign)")
+            continue
+        wanted.append(key)
+    wanted.sort(key=_entry_order)
+    files: list[str] = []
+    for key, data in storage.read_many(wanted):
+        where = storage.describe(key)
+        if isinstance(data, Exception):
+            skips.note(f"{where}: skipped: cannot be read ({data})")
+            continue
+        line = data.rstrip(b"\n")
+        name, reason = _entry_name(None if len(line) > MANIFEST_MAX_LINE_BYTES else line, topics)
+        if name is not None:
+            chunk = storage.normalize(name)
+            if chunk is None:
+                raise InputError(f"{where}: {name!r} is outside the archive")
+            if not storage.exists(chunk):
+                raise InputError(f"{where}: listed file not found: {storage.describe(chunk)}")
+            files.append(chunk)
+        if reason is not None:
+            skips.note(f"{where}: skipped: {reason}")
+    return files
+
+
+def _object_lines(storage: Storage, key: str, skips: Skips) -> Iterator[bytes]:
+    try:
+        with storage.open(key) as handle:
+            yield from iter_lines(handle, skips)
+    except _CORRUPT as error:
+        skips.note(f"{storage.describe(key)}: corrupt, the rest of the file is skipped ({error})")
+    except (OSError, ContestTelemetryError) as error:
+        raise InputError(f"cannot read {storage.describe(key)}: {error}") from error
+
+
 def open_lines(
     source: str | None,
     stdin: BinaryIO | None = None,
@@ -255,6 +323,13 @@ def open_lines(
     skips = skips if skips is not None else Skips()
     if source is None or source == "-":
         return iter_lines(stdin if stdin is not None else sys.stdin.buffer, skips)
+    if is_url(source):
+        try:
+            storage = open_storage(source)
+            keys = storage_archive_keys(storage, topics, skips)
+        except (ConfigError, StorageError) as error:
+            raise InputError(str(error)) from None
+        return (line for key in keys for line in _object_lines(storage, key, skips))
     path = Path(source).absolute()
     if path.is_dir():
         files = archive_files(path, topics, skips)

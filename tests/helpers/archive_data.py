@@ -43,9 +43,20 @@ def record_value(n: int, hub: str = "hub-1") -> dict[str, Any]:
     }
 
 
-def archived_lines(root: Path) -> list[dict[str, Any]]:
-    """Every line of every file the manifest lists, decoded, with ``_topic`` added."""
+def archived_lines(root: Path | str) -> list[dict[str, Any]]:
+    """Every line of every file the manifest lists, decoded, with ``_topic`` added (an
+    ``s3://`` root is read through sinks/archive/reader.py)."""
     out: list[dict[str, Any]] = []
+    if isinstance(root, str):
+        from sinks.archive.reader import open_reader
+
+        reader = open_reader(root)
+        for entry in reader.chunks():
+            for line in reader.lines(entry):
+                obj = json.loads(line)
+                obj["_topic"] = entry.topic
+                out.append(obj)
+        return out
     for raw in (root / "manifest.jsonl").read_text().splitlines():
         entry = json.loads(raw)
         with gzip.open(root / entry["file"], "rt", encoding="utf-8") as handle:
@@ -56,5 +67,5 @@ def archived_lines(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def event_ids(root: Path) -> Counter[str]:
+def event_ids(root: Path | str) -> Counter[str]:
     return Counter(str(obj.get("eventId")) for obj in archived_lines(root))

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def archiver_command(
-    root: Path, bootstrap: str, events: str, records: str, group: str, *extra: str, chunk: int = 5
+    root: Path | str, bootstrap: str, events: str, records: str, group: str, *extra: str, chunk: int = 5
 ) -> list[str]:
     return [
         sys.executable,
@@ -47,5 +47,5 @@ def start_archiver(command: list[str], *, crash_at: str | None = None) -> subpro
     )
 
 
-def verify_command(root: Path, *extra: str) -> list[str]:
+def verify_command(root: Path | str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "sinks.archive", "verify", str(root), *extra]

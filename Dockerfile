@@ -8,5 +8,8 @@ COPY streams ./streams
 COPY sinks ./sinks
 RUN pip install --no-cache-dir . && useradd --create-home --uid 10001 contest
 USER contest
+# The worker's or the archiver's /healthz, whichever this container runs (contest_telemetry/healthcheck.py).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-m", "contest_telemetry.healthcheck"]
 ENTRYPOINT ["contest-telemetry"]
 CMD ["--help"]

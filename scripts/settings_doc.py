@@ -16,10 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 MODULES = (
     "contest_telemetry.settings",
+    "contest_telemetry.logs",
     "producers.settings",
     "streams.settings",
     "sinks.prometheus.settings",
     "sinks.archive.settings",
+    "sinks.archive.replay",
+    "sinks.dlq.settings",
+    "sinks.archive.metrics",
 )
 
 
@@ -48,6 +52,17 @@ def _default(field: object) -> str:
     return f"`{value}`"
 
 
+def _env_names(prefix: str, name: str, field: object) -> str:
+    """The variables a field reads: its alias choices (``AWS_REGION`` ...) when it has them."""
+    alias = getattr(field, "validation_alias", None)
+    choices = getattr(alias, "choices", None)
+    if choices:
+        return " / ".join(f"`{choice}`" for choice in choices if isinstance(choice, str))
+    if isinstance(alias, str):
+        return f"`{alias}`"
+    return f"`{prefix}{name.upper()}`"
+
+
 def render() -> str:
     lines: list[str] = []
     for cls in settings_classes():
@@ -61,7 +76,7 @@ def render() -> str:
         ]
         for name, field in cls.model_fields.items():
             description = (field.description or "").replace("|", "\\|")
-            lines.append(f"| `{prefix}{name.upper()}` | {_default(field)} | {description} |")
+            lines.append(f"| {_env_names(prefix, name, field)} | {_default(field)} | {description} |")
         lines.append("")
     return "\n".join(lines)
 

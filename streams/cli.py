@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contest_telemetry.exceptions import ContestTelemetryError
+from contest_telemetry.logs import announce, check_log_settings, configure_logging
 from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
 from contest_telemetry.topics import ensure_topics, pipeline_topics
 from sinks.prometheus.counters import CounterSink
@@ -139,22 +141,31 @@ def run_worker(
     topics: TopicSettings,
     counters: CounterSink | None = None,
     on_app: Callable[[Any], None] | None = None,
+    health: Any = None,
 ) -> int:
     """Create the topics, build the app and run a faust worker until it is stopped (SIGTERM/INT).
 
     ``on_app(app)`` is called before the worker starts; ``app.source`` is the
-    :class:`~sinks.prometheus.source.SnapshotSource` for an exporter.
+    :class:`~sinks.prometheus.source.SnapshotSource` for an exporter, ``app.health`` (``health``
+    when given, a :class:`streams.health.WorkerHealth`) what its /healthz and /readyz answer.
     """
     import faust
+    from mode.utils.logging import level_number
 
     from streams.app import create_app
 
     asyncio.run(ensure_topics(kafka, pipeline_topics(topics)))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, kafka, topics, counters)
+    app = create_app(settings, kafka, topics, counters, health)
     if on_app is not None:
         on_app(app)
-    worker = faust.Worker(app, loglevel=settings.loglevel, quiet=True)
+    # Logging is set up once for every command (contest_telemetry/logs.py, CT_LOG_FORMAT): faust
+    # must not replace the root handlers with its own (override_logging=False); the root level
+    # is the worker's loglevel, as faust set it.
+    if not logging.getLogger().handlers:  # python -m streams worker
+        configure_logging(logging.WARNING)
+    logging.getLogger().setLevel(level_number(settings.loglevel))
+    worker = faust.Worker(app, loglevel=settings.loglevel, quiet=True, override_logging=False)
     # faust's terminal spinner sets the root logger to DEBUG (faust/worker.py
     # ``_setup_spinner_handler``), so every ``log.debug`` in aiokafka (one per message sent)
     # built a LogRecord: ~20% of the worker's time. Without it the root level is ``loglevel``.
@@ -184,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sinks.prometheus import ExporterSettings, PipelineCollector, PipelineCounters, start_exporter
     from sinks.prometheus.labels import LabelCap
+    from streams.health import WorkerHealth
 
     try:
         settings, kafka, topics = _settings(args)
@@ -198,19 +210,19 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     registry = CollectorRegistry()
-    servers: list[Any] = []
+    health = WorkerHealth(settings)
+    # Bound before anything connects: a port in use stops the worker at once with one line.
+    server = start_exporter(registry, exporter, health) if exporter.enabled else None
 
     def on_app(app: Any) -> None:
         registry.register(PipelineCollector(counters, app.source))
-        if exporter.enabled:
-            server = start_exporter(registry, exporter)
-            servers.append(server)
-            print(f"worker: metrics at {server.url}", file=sys.stderr, flush=True)
+        if server is not None:  # said once connected: a broker error stays the only line
+            announce(__name__, f"worker: metrics at {server.url} (health: /healthz, /readyz)")
 
     try:
-        return run_worker(settings, kafka, topics, counters, on_app)
+        return run_worker(settings, kafka, topics, counters, on_app, health)
     finally:
-        for server in servers:
+        if server is not None:
             server.stop()
 
 
@@ -225,4 +237,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ingest_cli.add_parser(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        check_log_settings()
+        if not logging.getLogger().handlers:  # the stage logs its progress at INFO
+            configure_logging(logging.INFO if args.command == "ingest" else logging.WARNING)
+        return int(args.func(args))
+    except ContestTelemetryError as exc:  # e.g. CT_LOG_FORMAT, an exporter port in use
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 1

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from contest_telemetry.exceptions import ContestTelemetryError
+from contest_telemetry.logs import configure_logging
 from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
 from contest_telemetry.topics import ensure_topics, pipeline_topics
 
@@ -67,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: {settings_error_line(exc)}", file=sys.stderr)
         return 1
     if not logging.getLogger().handlers:  # python -m streams ingest: progress at INFO
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            configure_logging(logging.INFO)
+        except ContestTelemetryError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
     try:
         asyncio.run(run_stage(kafka, topics, settings))
     except ContestTelemetryError as exc:

@@ -27,6 +27,10 @@ from contest_telemetry.settings import KafkaSettings, TopicSettings
 from contest_telemetry.topics import TopicSpec, ensure_topics, pipeline_topics
 from tests.helpers.kafka import unique_topics
 
+# Archivers that tests start serve their exporter on a free port, never on the default 9465 that
+# another run on this machine may hold (workers get CT_EXPORTER_PORT=0 from their helpers).
+os.environ.setdefault("CT_ARCHIVER_EXPORTER_PORT", "0")
+
 
 def run_sync(coro: Any) -> Any:
     """Run a coroutine to completion from sync code, even inside a running event loop (async tests
@@ -146,3 +150,35 @@ def make_topic(kafka_settings: KafkaSettings, unique: str) -> Callable[..., str]
         return name
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """S3Proxy from its Maven Central jar (tests/helpers/s3proxy.py), one for the session."""
+    from tests.helpers.s3proxy import S3Proxy, S3ProxyUnavailable
+
+    proxy = S3Proxy()
+    try:
+        proxy.start()
+    except S3ProxyUnavailable as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no S3 server: {error}")
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def s3_archive(s3_server: Any, unique: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the session's S3 server; the AWS_* variables point at it. Returns
+    ``s3://<bucket>/archive``."""
+    bucket = f"ct-{unique}"
+    s3_server.create_bucket(bucket)
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    # Tests stop the server on purpose: fail after a few quick retries, not minutes of backoff.
+    monkeypatch.setenv("CT_ARCHIVE_S3_RETRY_BACKOFF_SECONDS", "0.1")
+    monkeypatch.setenv("CT_ARCHIVE_S3_MAX_RETRIES", "3")
+    return f"s3://{bucket}/archive"

@@ -102,3 +102,49 @@ def test_demo_runs_to_a_summary_and_a_clean_archive(
     report = json.loads(monitor.stdout)
     assert report["durations"]["arming"]["breached"] is True  # --breach blows the budget
     assert report["totals"]["contestsObserved"] > 100
+
+
+def test_demo_archives_to_object_storage(kafka_broker: KafkaTarget, s3_archive: str) -> None:
+    """``--archive-dir s3://bucket/prefix``: the same run, its archive on the S3 server."""
+    from sinks.archive.reader import open_reader
+
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "contest_telemetry",
+            "demo",
+            "--duration",
+            "4",
+            "--rate",
+            "200",
+            "--hubs",
+            "4",
+            "--archive-dir",
+            s3_archive,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    url = summary["archive_dir"]
+    assert url.startswith(f"{s3_archive}/run-")
+    assert summary["archive_ok"] is True and summary["monitor_exit"] == 0
+    verify = subprocess.run(
+        [sys.executable, "-m", "contest_telemetry", "archive", "verify", url, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert verify.returncode == 0 and json.loads(verify.stdout)["root"] == url
+    chunks = open_reader(url).chunks()
+    events_topic = next(e.topic for e in chunks if e.topic.startswith("contest.events"))
+    assert sum(e.lines for e in chunks if e.topic == events_topic) == summary["published"]

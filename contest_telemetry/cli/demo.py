@@ -55,9 +55,9 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--archive-dir",
-        type=Path,
-        default=Path("contest-archive"),
-        help="where the archive goes (default ./contest-archive; one sub-dir per run)",
+        default="contest-archive",
+        help="where the archive goes: a directory or s3://bucket/prefix (credentials and endpoint "
+        "from AWS_* / CT_ARCHIVE_S3_*; default ./contest-archive; one sub-dir or sub-prefix per run)",
     )
     p.add_argument(
         "--engine",
@@ -92,7 +92,7 @@ class _Run:
     kafka: KafkaSettings
     topics: TopicSettings
     env: dict[str, str]
-    archive_dir: Path
+    archive_dir: Path | str  # a directory, or an s3:// URL
     logs_dir: Path
     metrics_url: str
     children: list[_Child] = field(default_factory=list)
@@ -233,9 +233,19 @@ def _summary(run: _Run) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     console = Console()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    archive_dir = (args.archive_dir / f"run-{stamp}").resolve()
-    logs_dir = archive_dir.parent / f"run-{stamp}-logs"
-    archive_dir.mkdir(parents=True, exist_ok=True)
+    from sinks.archive.storage import is_url, open_storage, parse_location
+
+    archive_dir: Path | str
+    if is_url(args.archive_dir):
+        location = parse_location(args.archive_dir)  # ConfigError: one line
+        archive_dir = f"{location.url}/run-{stamp}"
+        # Before a broker starts: a missing bucket, refused credentials or no endpoint is one line.
+        open_storage(archive_dir).is_archive_root()
+        logs_dir = Path("contest-archive-logs").resolve() / f"run-{stamp}-logs"
+    else:
+        archive_dir = (Path(args.archive_dir) / f"run-{stamp}").resolve()
+        logs_dir = archive_dir.parent / f"run-{stamp}-logs"
+        archive_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True)
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker: BrokerProcess | None = None
@@ -276,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
             "CT_WORKER_DATA_DIR": str(data_dir),
             "CT_EXPORTER_HOST": "127.0.0.1",
             "CT_EXPORTER_PORT": str(port),
+            "CT_ARCHIVER_EXPORTER_PORT": "0",  # never clash with an archiver already on 9465
             "PYTHONUNBUFFERED": "1",
         }
         run_ = _Run(console, kafka, topics, env, archive_dir, logs_dir, f"http://127.0.0.1:{port}/metrics")

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from contest_telemetry.cli.parser import Parser
 from contest_telemetry.exceptions import ContestTelemetryError
+from contest_telemetry.logs import check_log_settings, configure_logging
 from contest_telemetry.settings import settings_error_line
 
 __all__ = ["main"]
@@ -33,6 +34,7 @@ _COMMANDS: dict[str, str] = {
     "worker": "streams.cli",
     "ingest": "streams.ingest_cli",
     "archive": "sinks.archive.cli",
+    "dlq": "sinks.dlq.cli",
     "bench": "contest_telemetry.cli.bench",
 }
 
@@ -109,11 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return monitor_main(args_list[1:])
     try:
+        check_log_settings()  # an unknown CT_LOG_FORMAT stops every command before anything else
         args = build_parser().parse_args(args_list)
-        logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        # The one logging set-up of every command (contest_telemetry/logs.py, CT_LOG_FORMAT).
+        configure_logging(logging.INFO if args.verbose else logging.WARNING)
         _check_later_settings(args.command)
         failed = _archive_preflight(args)
         if failed is not None:

@@ -1,4 +1,4 @@
-"""Serve ``/metrics`` (and ``/healthz``) of a registry from a small, bounded set of threads.
+"""Serve ``/metrics`` of a registry, and ``/healthz`` / ``/readyz``, from a small, bounded set of threads.
 
 The page is the Prometheus text format (0.0.4), rendered by :func:`render_text`: the collector's
 :class:`~sinks.prometheus.collector.CompactFamily` families render themselves (a few times faster
@@ -22,6 +22,10 @@ complete. Limits (read from the settings, see :func:`start_exporter`):
 
 One request per connection (HTTP/1.0 replies, the connection closes after the page), as before.
 
+``/healthz`` and ``/readyz`` answer the :class:`~sinks.prometheus.health.HealthSource` passed to
+:func:`start_exporter` (200 or 503, a one-line JSON body with the reason, see
+``sinks/prometheus/health.py``); without one both say ok while the server answers.
+
 ``start_exporter(registry, settings)`` binds ``settings.host:settings.port`` (port 0 picks a free
 port) and returns an :class:`ExporterServer`; ``.stop()`` shuts the server down, closes the socket
 and joins the threads. The registry is the one passed in (never prometheus_client's global one,
@@ -42,7 +46,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from prometheus_client import generate_latest
@@ -51,6 +55,7 @@ from prometheus_client.registry import Collector
 
 from sinks.prometheus.collector import CompactFamily
 from sinks.prometheus.exceptions import ExporterStartError
+from sinks.prometheus.health import AlwaysHealthy, HealthSource
 from sinks.prometheus.settings import ExporterSettings
 
 __all__ = [
@@ -67,6 +72,7 @@ log = logging.getLogger(__name__)
 # What render_text writes: the classic text format with legacy (underscore) names.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
 
 DEFAULT_THREADS = 4
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
@@ -75,6 +81,18 @@ _QUEUED_PER_THREAD = 16  # complete requests waiting for a worker, per worker th
 _MAX_HEAD_BYTES = 64 * 1024  # a request line and headers beyond this get 431
 _ACCEPTS_PER_WAKEUP = 64
 _HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
+
+
+class ServerSettings(Protocol):
+    """What :func:`start_exporter` reads: an :class:`ExporterSettings`, or another settings class with
+    the same server fields (the archiver's). ``threads``, ``request_timeout_s`` and
+    ``max_connections`` are read when present (see :func:`_limits`)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
 
 
 class _Connection:
@@ -152,10 +170,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(500, _TEXT, b"scrape failed, see the worker log\n", send_body)
                 return
             self._reply(200, content_type, page, send_body, gzip_ok=_accepts_gzip(self.headers))
-        elif path == "/healthz":
-            self._reply(200, _TEXT, b"ok\n", send_body)
+        elif path in ("/healthz", "/readyz"):
+            live = path == "/healthz"
+            health = self.server.health
+            try:
+                verdict = health.liveness() if live else health.readiness()
+            except Exception:
+                log.exception("%s failed", path)
+                self._reply(500, _TEXT, b"health check failed, see the log\n", send_body)
+                return
+            self._reply(
+                200 if verdict.ok else 503, _JSON, verdict.body("live" if live else "ready"), send_body
+            )
         else:
-            self._reply(404, _TEXT, b"not found: try /metrics or /healthz\n", send_body)
+            self._reply(404, _TEXT, b"not found: try /metrics, /healthz or /readyz\n", send_body)
 
     def _reply(
         self, status: int, content_type: str, payload: bytes, send_body: bool, *, gzip_ok: bool = False
@@ -200,9 +228,11 @@ class _PooledServer(socketserver.TCPServer):
         threads: int,
         request_timeout_s: float,
         max_connections: int,
+        health: HealthSource,
     ) -> None:
         self.address_family = family
         self.registry = registry
+        self.health = health
         self.threads = threads
         self.request_timeout_s = request_timeout_s
         self.max_connections = max_connections
@@ -433,7 +463,7 @@ class ExporterServer:
         self.stop()
 
 
-def _limits(settings: ExporterSettings) -> tuple[int, float, int]:
+def _limits(settings: ServerSettings) -> tuple[int, float, int]:
     """``(threads, request_timeout_s, max_connections)`` from the settings (defaults while
     ExporterSettings has no such fields)."""
     threads = int(getattr(settings, "threads", DEFAULT_THREADS))
@@ -447,9 +477,12 @@ def _limits(settings: ExporterSettings) -> tuple[int, float, int]:
     return threads, timeout, max_connections
 
 
-def start_exporter(registry: Collector, settings: ExporterSettings | None = None) -> ExporterServer:
+def start_exporter(
+    registry: Collector, settings: ServerSettings | None = None, health: HealthSource | None = None
+) -> ExporterServer:
     """Serve ``registry`` on ``settings.host:settings.port`` from a selector thread and a pool of
-    ``settings.threads`` worker threads (all daemon threads).
+    ``settings.threads`` worker threads (all daemon threads); ``/healthz`` and ``/readyz`` answer
+    ``health`` (always ok when None).
 
     Raises :class:`ExporterStartError` when the address cannot be bound. ``settings.enabled`` is
     the caller's decision (the worker skips this call when it is false).
@@ -464,6 +497,7 @@ def start_exporter(registry: Collector, settings: ExporterSettings | None = None
             threads=threads,
             request_timeout_s=timeout,
             max_connections=max_connections,
+            health=health if health is not None else AlwaysHealthy(),
         )
     except OSError as exc:
         raise ExporterStartError(

@@ -4,6 +4,7 @@ variable, or the brokers and why) and a non-zero exit: never a traceback, never 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ def _run(command: str, env: dict[str, str], tmp_path: Path) -> tuple[subprocess.
         args += ["--dir", str(tmp_path / "archive")]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CT_"))}
     clean["CT_WORKER_DATA_DIR"] = str(tmp_path / "worker")
+    # The exporters bind before anything connects: free ports, so a process on the defaults never matters.
+    clean["CT_EXPORTER_PORT"] = clean["CT_ARCHIVER_EXPORTER_PORT"] = "0"
     began = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "contest_telemetry", *args],
@@ -95,4 +98,26 @@ def test_an_unreachable_broker_is_one_line_after_a_bounded_retry(command: str, t
     assert "no Kafka broker answered at KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1 (PLAINTEXT) in 2 s" in line, line
     assert "attempts; last error: " in line and "127.0.0.1" in line.rsplit("last error: ", 1)[1], line
     assert 2.0 <= took < 60, took  # it retried for KAFKA_CONNECT_TIMEOUT_S, then stopped
+    assert done.returncode == 1
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_an_unknown_log_format_is_refused_at_start(command: str, tmp_path: Path) -> None:
+    done, _ = _run(command, {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "CT_LOG_FORMAT": "xml"}, tmp_path)
+    line = _one_line(done)
+    assert "CT_LOG_FORMAT='xml': Input should be 'text' or 'json'" in line, line
+    assert not (tmp_path / "archive").exists()
+
+
+def test_a_health_port_in_use_is_one_line_before_anything_connects(tmp_path: Path) -> None:
+    """The worker binds its exporter (/metrics, /healthz, /readyz) before it connects: no broker here."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "CT_EXPORTER_PORT": str(port)}
+        done, _ = _run("worker", env, tmp_path)
+    line = _one_line(done)
+    assert line.startswith("contest-telemetry: exporter: cannot listen on 127.0.0.1:"), line
+    assert f":{port}: Address already in use" in line, line
     assert done.returncode == 1

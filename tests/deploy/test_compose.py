@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,7 +43,7 @@ def _published(service: str) -> set[int]:
 
 def test_services_and_ports_match_the_readme() -> None:
     ports = _readme_ports()
-    assert set(SERVICES) == {"kafka", "worker", "archiver", "prometheus", "grafana"}
+    assert {"kafka", "worker", "archiver", "prometheus", "grafana"} <= set(SERVICES)
     for service, port in ports.items():
         assert port in _published(service), f"README says {service} listens on {port}"
 
@@ -88,11 +89,15 @@ def test_prometheus_scrapes_the_worker_exporter_with_the_rules() -> None:
     mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["prometheus"]["volumes"]}
     config_dir = ROOT / mounts["/etc/prometheus"]
     config = yaml.safe_load((config_dir / "prometheus.yml").read_text())
-    [job] = config["scrape_configs"]
-    assert job["job_name"] == "contest-telemetry"
-    port = SERVICES["worker"]["environment"]["CT_EXPORTER_PORT"]
-    assert job["static_configs"][0]["targets"] == [f"worker:{port}"]
-    assert SERVICES["worker"]["environment"]["CT_EXPORTER_HOST"] == "0.0.0.0"
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"contest-telemetry", "contest-telemetry-archiver"}
+    for job, service, prefix in (
+        ("contest-telemetry", "worker", "CT_EXPORTER_"),
+        ("contest-telemetry-archiver", "archiver", "CT_ARCHIVER_EXPORTER_"),
+    ):
+        port = SERVICES[service]["environment"][f"{prefix}PORT"]
+        assert jobs[job]["static_configs"][0]["targets"] == [f"{service}:{port}"]
+        assert SERVICES[service]["environment"][f"{prefix}HOST"] == "0.0.0.0"
     for rule_file in config["rule_files"]:
         assert (config_dir / rule_file).is_file(), rule_file
 
@@ -109,3 +114,80 @@ def test_dockerfile_copies_every_package() -> None:
     for package in ("contest_telemetry", "producers", "streams", "sinks"):
         assert f"COPY {package} ./{package}" in dockerfile
         assert (ROOT / package / "__init__.py").is_file()
+
+
+def _seconds(value: str) -> float:
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", value)
+    assert match and any(match.groups()), value
+    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+
+
+def test_pipeline_services_report_their_healthz_and_others_wait_for_it() -> None:
+    for service, prefix in (("worker", "CT_EXPORTER_"), ("archiver", "CT_ARCHIVER_EXPORTER_")):
+        check = SERVICES[service]["healthcheck"]
+        port = SERVICES[service]["environment"][f"{prefix}PORT"]
+        assert check["test"] == [
+            "CMD", "python", "-m", "contest_telemetry.healthcheck", f"http://127.0.0.1:{port}/healthz"
+        ]  # fmt: skip
+        assert _seconds(check["interval"]) <= 30 and check["retries"] >= 2
+    assert SERVICES["prometheus"]["depends_on"] == {
+        "worker": {"condition": "service_healthy"},
+        "archiver": {"condition": "service_healthy"},
+    }
+    assert SERVICES["prometheus"]["healthcheck"]["test"]
+    assert SERVICES["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+
+
+def test_stop_grace_periods_cover_the_flush_a_sigterm_triggers() -> None:
+    from streams.settings import WorkerSettings
+
+    worker = WorkerSettings()
+    # faust's orderly stop waits for window results (window_send_timeout_s), then the ingest
+    # child gets 30 s (streams/cli.py IngestChild.stop) to send and commit its last poll.
+    assert _seconds(SERVICES["worker"]["stop_grace_period"]) >= worker.window_send_timeout_s + 30
+    assert _seconds(SERVICES["archiver"]["stop_grace_period"]) >= 30  # open chunks written, fsynced
+
+
+def test_dockerfile_has_a_healthcheck_on_healthz(monkeypatch: Any) -> None:
+    from contest_telemetry.healthcheck import default_url
+
+    monkeypatch.delenv("CT_EXPORTER_PORT", raising=False)
+    monkeypatch.delenv("CT_ARCHIVER_EXPORTER_PORT", raising=False)
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "\nHEALTHCHECK " in dockerfile
+    assert 'CMD ["python", "-m", "contest_telemetry.healthcheck"]' in dockerfile
+    assert default_url(["contest-telemetry", "worker"]) == "http://127.0.0.1:9464/healthz"
+    assert (
+        default_url(["contest-telemetry", "archive", "run", "--dir", "/a"]) == "http://127.0.0.1:9465/healthz"
+    )
+
+
+def test_the_healthcheck_command_follows_healthz(capsys: Any) -> None:
+    """Against a real exporter on a free port: 0 while /healthz answers 200, 1 on 503 or no server."""
+    from prometheus_client import CollectorRegistry
+
+    from contest_telemetry.healthcheck import main
+    from sinks.prometheus import ExporterSettings, start_exporter
+    from sinks.prometheus.health import Verdict
+
+    class Flip:
+        live = Verdict(True, "fine")
+
+        def liveness(self) -> Verdict:
+            return self.live
+
+        def readiness(self) -> Verdict:
+            return self.live
+
+    health = Flip()
+    server = start_exporter(CollectorRegistry(), ExporterSettings(port=0), health)
+    try:
+        url = f"{server.base_url}/healthz"
+        assert main([url]) == 0
+        health.live = Verdict(False, "agent crash loop")
+        assert main([url]) == 1
+        assert "agent crash loop" in capsys.readouterr().out
+    finally:
+        server.stop()
+    assert main([url]) == 1  # nothing listens any more

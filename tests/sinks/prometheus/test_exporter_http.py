@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from sinks.prometheus import (
     start_exporter,
 )
 from sinks.prometheus.collector import QUANTILE_FAMILY_TYPE
+from sinks.prometheus.health import Verdict
 from sinks.prometheus.server import render_text
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -33,9 +35,11 @@ METRICS_DOC = ROOT / "docs" / "metrics.md"
 
 
 def documented() -> dict[str, tuple[str, set[str]]]:
-    """``{name: (type, label names)}`` from the table in docs/metrics.md."""
+    """``{name: (type, label names)}`` from the worker's table in docs/metrics.md (the archiver's
+    exporter has a table of its own after it)."""
     found: dict[str, tuple[str, set[str]]] = {}
-    for line in METRICS_DOC.read_text().splitlines():
+    worker_part = METRICS_DOC.read_text().split("\n## Metrics exported by the archiver")[0]
+    for line in worker_part.splitlines():
         m = re.match(r"\|\s*`(contest_[a-z_]+)`\s*\|\s*(\w+)\s*\|([^|]*)\|", line)
         if m:
             labels_cell = m.group(3)
@@ -123,12 +127,49 @@ def test_port_zero_picks_a_free_port_and_stop_really_stops(exporter):
 
 
 def test_healthz_metrics_and_404(server: ExporterServer):
-    status, ctype, body = fetch(f"{server.base_url}/healthz")
-    assert (status, body) == (200, "ok\n")
+    for path, check in (("/healthz", "live"), ("/readyz", "ready")):
+        status, ctype, body = fetch(f"{server.base_url}{path}")
+        assert status == 200 and ctype == "application/json"
+        assert json.loads(body) == {"status": "ok", "check": check, "reason": "serving"}
     status, ctype, body = fetch(server.url)
     assert status == 200 and ctype.startswith("text/plain") and "version=0.0.4" in ctype
     assert "contest_processed_events_total 0" in body
     assert fetch(f"{server.base_url}/nope")[0] == 404
+
+
+class _Flipping:
+    """A health source whose answers the test sets (pure logic: the server's side is what is tested)."""
+
+    def __init__(self) -> None:
+        self.live = Verdict(True, "fine")
+        self.ready = Verdict(False, "waiting for partition assignment", {"partitions": []})
+
+    def liveness(self) -> Verdict:
+        return self.live
+
+    def readiness(self) -> Verdict:
+        return self.ready
+
+
+def test_healthz_and_readyz_answer_the_health_source(exporter):
+    registry, _, _ = exporter
+    health = _Flipping()
+    srv = start_exporter(registry, ExporterSettings(port=0), health)
+    try:
+        status, _, body = fetch(f"{srv.base_url}/readyz")
+        assert status == 503
+        assert json.loads(body) == {
+            "status": "fail",
+            "check": "ready",
+            "reason": "waiting for partition assignment",
+            "partitions": [],
+        }
+        assert fetch(f"{srv.base_url}/healthz")[0] == 200
+        health.live = Verdict(False, "agent crash loop", {"crashes": 3})
+        status, _, body = fetch(f"{srv.base_url}/healthz")
+        assert status == 503 and json.loads(body)["crashes"] == 3
+    finally:
+        srv.stop()
 
 
 def test_port_in_use_raises_exporter_start_error(exporter):

@@ -32,12 +32,15 @@ import faust
 import orjson
 from faust.types import TP
 
+from contest_telemetry.logs import log_context
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from sinks.prometheus.counters import CounterSink
 from sinks.prometheus.source import PipelineSnapshot
 from streams import faust_patches
 from streams.apply import RecordApplier
 from streams.exceptions import ApplyError, RereadError
+from streams.faust_patches import built
+from streams.health import WorkerHealth
 from streams.processor import Engine
 from streams.reread import RangeReader, missing_range
 from streams.settings import WorkerSettings
@@ -59,8 +62,11 @@ class WorkerSource:
         self.positions: dict[int, int] = {}
 
     def assigned(self) -> set[int] | None:
+        assignor = built(self.app, "assignor")  # read from the exporter's threads: never build it there
+        if assignor is None:
+            return None
         try:
-            return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic}
+            return {tp.partition for tp in assignor.assigned_actives() if tp.topic == self.topic}
         except Exception:  # not started yet
             return None
 
@@ -131,8 +137,10 @@ def create_app(
     kafka: KafkaSettings,
     topics: TopicSettings,
     counters: CounterSink | None = None,
+    health: WorkerHealth | None = None,
 ) -> faust.App:
-    """Build the worker's faust app; ``app.source`` is its snapshot source, ``app.engine`` its logic."""
+    """Build the worker's faust app; ``app.source`` is its snapshot source, ``app.engine`` its logic,
+    ``app.health`` what its ``/healthz`` and ``/readyz`` answer (``health``, or a new one)."""
     faust_patches.apply()
     servers = [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()]
     app = faust.App(
@@ -170,10 +178,14 @@ def create_app(
         partitions=topics.partitions,
         recovery_buffer_size=10_000,
     )
-    engine = Engine(settings, table, counters, source_name)
+    engine = Engine(settings, table, counters, source_name, stage=settings.state_flush_s > 0)
     source = WorkerSource(app, engine, source_name)
     app.engine = engine  # type: ignore[attr-defined]
     app.source = source  # type: ignore[attr-defined]
+    health = health if health is not None else WorkerHealth(settings)
+    health.app = app
+    health.assigned = source.assigned
+    app.health = health  # type: ignore[attr-defined]
     timeout = settings.window_send_timeout_s
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -207,6 +219,36 @@ def create_app(
             partition = partitions[key] = producer.key_partition(topic, key).partition
         return await kafka_producer.send(topic, value, key=key, partition=partition)  # type: ignore[no-any-return,return-value]
 
+    async def send_batch(topic: str, records: list[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
+        """Contest records in aiokafka batches, one per partition (the partition ``send`` picks):
+        one accumulator entry per batch instead of one per finished contest."""
+        kafka_producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in records:
+            partition = partitions.get(key)
+            if partition is None:
+                if not partitions:
+                    await kafka_producer.partitions_for(topic)  # metadata for key_partition
+                elif len(partitions) > 100_000:
+                    partitions.clear()
+                partition = partitions[key] = app.producer.key_partition(topic, key).partition
+            by_partition.setdefault(partition, []).append((key, value))
+        futures: list[asyncio.Future[Any]] = []
+        for partition, items in by_partition.items():
+            batch = kafka_producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    if batch.record_count():
+                        futures.append(await kafka_producer.send_batch(batch, topic, partition=partition))
+                        batch = kafka_producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        # Larger than a batch on its own: the producer's own path sizes it.
+                        futures.append(await kafka_producer.send(topic, value, key=key, partition=partition))
+                        batch = kafka_producer.create_batch()
+            if batch.record_count():
+                futures.append(await kafka_producer.send_batch(batch, topic, partition=partition))
+        return futures
+
     def stop_worker(exc: BaseException) -> None:
         """Stop the process with a non-zero exit: faust's ``app.crash`` only stops the agent and
         leaves a worker that looks alive and processes nothing. SIGTERM runs faust's orderly
@@ -223,10 +265,27 @@ def create_app(
         if bench is not None:
             bench.add(out.events)
 
+    def write_state(key: str, value: bytes | None, partition: int) -> None:
+        """One staged write: the table's store and its changelog partition (the input partition of
+        the key's hub), named explicitly because a flush runs outside faust's current event."""
+        store: Any = table.data
+        if value is None:
+            if key in store:
+                del store[key]
+            table.send_changelog(partition, key, None, value_serializer="raw")
+        else:
+            store[key] = value
+            table.send_changelog(partition, key, value)
+
     applier = RecordApplier(
         engine,
         table,
         send,
+        writer=write_state,
+        flush_s=settings.state_flush_s,
+        flush_events=settings.state_flush_events,
+        on_fatal=stop_worker,
+        send_batch=send_batch,
         dlq_topic=topics.dlq,
         records_topic=topics.records,
         windows_topic=topics.windows,
@@ -238,28 +297,40 @@ def create_app(
 
     async def apply(
         partition: int, offset: int, key: bytes | None, value: bytes | None, ts: float | None, topic: str
-    ) -> None:
+    ) -> bool:
+        """Apply one record; False when the engine rewound (its caches, with the records staged
+        since the last flush, were dropped): read again from its applied offset, this one included."""
         try:
-            await applier.apply(partition, offset, key, value, ts, topic)
+            out = await applier.apply(partition, offset, key, value, ts, topic)
         except ApplyError as exc:
             # faust would restart the agent and go on past the record: stop the worker instead.
             log.error("%s", exc)
             stop_worker(exc)
             raise
+        if out.rewound:
+            # Other partitions' staged records went too: let the watchdog see them as waiting.
+            source.positions.clear()
+            return False
+        return True
 
     async def reread(partition: int, first: int, stop: int, topic: str) -> None:
         """Apply ``[first, stop)`` read again (see streams/reread.py) before the record in hand."""
         found = 0
+        rewound = False
         try:
             async for rec in reader.read(partition, first, stop):
                 found += 1
                 ts = float(rec.timestamp) if rec.timestamp and rec.timestamp > 0 else None
-                await apply(partition, rec.offset, rec.key, rec.value, ts, topic)
+                if not await apply(partition, rec.offset, rec.key, rec.value, ts, topic):
+                    rewound = True  # the caller reads again from the state's applied offset
+                    break
         except RereadError as exc:
             # faust would restart the agent and go on past the hole: stop the worker instead.
             log.error("%s", exc)
             stop_worker(exc)
             raise
+        if rewound:
+            return
         missing = watch.unreported(partition, first, stop, stop - first - found)
         log.warning(
             "%s[%d]: the stream skipped offsets %d..%d the state had not applied; read them again "
@@ -270,29 +341,39 @@ def create_app(
             stop - 1,
             found,
             missing,
+            extra=log_context(topic=topic, partition=partition, first_offset=first, last_offset=stop - 1),
         )
         engine.counters.reread(found, missing)
+
+    current: list[Any] = [None]  # the message in hand, for the crash report
 
     @app.agent(source_topic, name="contest-events")
     async def process(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            msg = event.message
-            gap = missing_range(engine.applied(msg.partition), msg.offset)
-            if gap is not None:
-                await reread(msg.partition, gap[0], gap[1], msg.topic)
+            msg = current[0] = event.message
+            health.inject(msg.partition, msg.offset)
             ts = msg.timestamp * 1000.0 if msg.timestamp else None
-            await apply(msg.partition, msg.offset, msg.key, msg.value, ts, msg.topic)
+            while True:
+                gap = missing_range(engine.applied(msg.partition), msg.offset)
+                if gap is not None:
+                    await reread(msg.partition, gap[0], gap[1], msg.topic)
+                if await apply(msg.partition, msg.offset, msg.key, msg.value, ts, msg.topic):
+                    break
 
     watch = StallWatch(settings.stall_s)
 
     @app.timer(interval=min(5.0, settings.stall_s / 3))
     async def _watch_stalls() -> None:
-        """See streams/watchdog.py: find owned partitions that stopped being fetched."""
+        """See streams/watchdog.py: find owned partitions that stopped being fetched. Also feeds
+        the liveness check (streams/health.py) its heartbeat and each partition's progress."""
+        health.progress.beat()
         if _rebalancing():
             watch.forget()
+            health.progress.forget()
             return
         owned = source.assigned() or set()
         watch.forget(owned)
+        health.progress.forget(owned)
         for partition in sorted(owned):
             tp = TP(source_name, partition)
             try:
@@ -311,13 +392,26 @@ def create_app(
                         tp.partition,
                         lost[0],
                         lost[1] - 1,
+                        extra=log_context(
+                            topic=tp.topic,
+                            partition=tp.partition,
+                            first_offset=lost[0],
+                            last_offset=lost[1] - 1,
+                        ),
                     )
                     engine.counters.reread(0, lost[1] - lost[0])
                 position = max(position, low - 1)  # below the log start nothing waits: it is gone
+                health.progress.observe(partition, position, high > position + 1)
                 if watch.observe(partition, position, high > position + 1, time.monotonic()):
                     await unstick(tp, max(applied, low - 1), high)
             except Exception as exc:  # a broker blip or a rebalance under way: try again next tick
-                log.warning("%s[%d]: stall check failed: %r", tp.topic, tp.partition, exc)
+                log.warning(
+                    "%s[%d]: stall check failed: %r",
+                    tp.topic,
+                    tp.partition,
+                    exc,
+                    extra=log_context(topic=tp.topic, partition=tp.partition),
+                )
 
     def _rebalancing() -> bool:
         return bool(getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
@@ -336,6 +430,7 @@ def create_app(
             tp in getattr(consumer, "_buffered_partitions", ()),
             tp in getattr(consumer, "_paused_partitions", ()),
             getattr(consumer, "flow_active", None),
+            extra=log_context(topic=tp.topic, partition=tp.partition, offset=applied + 1),
         )
         # Back into faust's fetch set (a no-op when it is there), then a seek done in faust's
         # consumer thread, which also resets faust's read offset for the partition. Flow control
@@ -349,5 +444,25 @@ def create_app(
     async def _close_reader(sender: Any, *args: Any, **kwargs: Any) -> None:
         await reader.close()
 
+    # faust passes its own on_error (the consumer's task-error hook) to every agent: count the crash
+    # for /healthz first, then call it.
+    faust_on_error = process._on_error  # type: ignore[attr-defined]
+
+    async def on_agent_error(agent: Any, exc: BaseException) -> None:
+        msg = current[0]
+        if msg is not None:
+            log.error(
+                "%s[%d]@%d: the agent crashed on this record (%r); faust restarts it",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                exc,
+                extra=log_context(topic=msg.topic, partition=msg.partition, offset=msg.offset),
+            )
+        await health.on_agent_error(agent, exc)
+        if faust_on_error is not None:
+            await faust_on_error(agent, exc)
+
+    process._on_error = on_agent_error  # type: ignore[attr-defined]
     app.process_agent = process  # type: ignore[attr-defined]
     return app

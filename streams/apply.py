@@ -19,7 +19,8 @@ the producer flush faust runs before every offset commit raises too
 output that was not stored.
 
 Staged state (``CT_WORKER_STATE_FLUSH_S`` > 0, the default). The engine keeps what records change
-in its caches and :meth:`RecordApplier.flush_state` writes each touched key once: every
+in its caches and :meth:`RecordApplier.flush_state` writes each touched key once, after every
+dead letter and contest record of those records was acknowledged: every
 ``state_flush_s`` seconds or ``state_flush_events`` events (checked after a record), and before
 faust's producer flush, i.e. before every offset commit, rebalance and shutdown, so a committed
 offset is never past the durable state (and when it is, after a crash, the worker reads the gap
@@ -53,6 +54,14 @@ class OutputSender(Protocol):
     def __call__(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
     ) -> Awaitable[asyncio.Future[Any]]: ...
+
+
+class BatchSender(Protocol):
+    """Sends many keyed records to one topic; returns one delivery future per Kafka batch."""
+
+    def __call__(
+        self, topic: str, records: list[tuple[bytes, bytes]]
+    ) -> Awaitable[list[asyncio.Future[Any]]]: ...
 
 
 StateWriter = Callable[[str, bytes | None, int], None]
@@ -90,6 +99,7 @@ class RecordApplier:
         flush_s: float = 1.0,
         flush_events: int = 200_000,
         on_fatal: Callable[[BaseException], None] | None = None,
+        send_batch: BatchSender | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -97,8 +107,14 @@ class RecordApplier:
         self.flush_s = flush_s
         self.flush_events = flush_events
         self.on_fatal = on_fatal
+        # Contest records, one per finished contest, in Kafka batches (a send per record cost more
+        # than the record); None: one send each.
+        self.send_batch = send_batch
         self._lock = asyncio.Lock()
         self._holder: asyncio.Task[Any] | None = None
+        # Staged: deliveries of the dead letters and contest records sent since the last flush,
+        # awaited before the state that follows them is written (bounded by flush_events).
+        self._unacked: list[asyncio.Future[Any]] = []
         self._last_flush = time.monotonic()
         self.send = send
         self.dlq_topic = dlq_topic
@@ -125,6 +141,20 @@ class RecordApplier:
                 )
 
         future.add_done_callback(done)
+        if self.engine.stage:
+            self._unacked.append(future)
+
+    async def _send_records(self, records: list[tuple[bytes, bytes]]) -> None:
+        if not records:
+            return
+        watch = self._watch
+        if self.send_batch is not None:
+            for future in await self.send_batch(self.records_topic, records):
+                watch(future)
+            return
+        send = self.send
+        for key, value in records:
+            watch(await send(self.records_topic, key, value, None))
 
     def check(self) -> None:
         """Raise :class:`ApplyError` when an output sent earlier was not stored."""
@@ -135,8 +165,7 @@ class RecordApplier:
         send, watch = self.send, self._watch
         for key, value, headers in out.dlq:
             watch(await send(self.dlq_topic, key, value, headers))
-        for key, value in out.records:
-            watch(await send(self.records_topic, key, value, None))
+        await self._send_records(out.records)
         if out.windows:
             # A state that says "emitted" must not reach the changelog before the result.
             futures = [await send(self.windows_topic, key, value, None) for key, value in out.windows]
@@ -183,10 +212,15 @@ class RecordApplier:
         out = self.engine.flush()
         self._last_flush = time.monotonic()
         if not out.writes and not out.records:
+            self._unacked.clear()
             return
         try:
-            for rkey, rvalue in out.records:
-                self._watch(await self.send(self.records_topic, rkey, rvalue, None))
+            await self._send_records(out.records)
+            if self._unacked:
+                # The state says these records were applied: their outputs must be stored first.
+                unacked, self._unacked = self._unacked, []
+                await asyncio.wait_for(asyncio.gather(*unacked), self.window_timeout_s)
+            self.check()
             write = self.writer
             for (tkey, tvalue), partition in zip(out.writes, out.write_partitions, strict=True):
                 write(tkey, tvalue, partition)

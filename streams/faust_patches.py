@@ -1,6 +1,8 @@
-"""Three corrections to faust-streaming 0.15 the worker applies at start (each once per process).
+"""Three corrections to faust-streaming 0.15 the worker applies at start (each once per process),
+and the faust internals the worker reads from other threads (:func:`built`,
+:func:`recovery_completed`): checked against faust-streaming 0.15.3.
 
-Both replace one small method of a faust class; each is tested on its own in
+Each patch replaces one small method of a faust class; each is tested on its own in
 ``tests/streams/test_faust_patches.py`` so an upgrade that changes the patched code shows up there.
 """
 
@@ -15,8 +17,10 @@ __all__ = [
     "FETCH_MAX_WAIT_MS",
     "FLUSH_WARN_EVERY_S",
     "apply",
+    "built",
     "check_outputs_before_commit",
     "complete_producer_flush",
+    "recovery_completed",
     "short_fetch_wait",
 ]
 
@@ -140,3 +144,18 @@ def apply() -> None:
     short_fetch_wait()
     complete_producer_flush()
     check_outputs_before_commit()
+
+
+# -- faust internals read outside faust's loop (the worker's exporter threads) ----------------------
+def built(obj: Any, name: str) -> Any:
+    """The value of faust's ``cached_property`` ``name`` if faust already built it, else None.
+    The exporter's threads must never be the first to read one: they would build the service
+    (faust's recovery, its assignor) outside faust's event loop, and the worker then hung at start
+    ("Waiting for tables to be registered...")."""
+    return None if obj is None else obj.__dict__.get(name)
+
+
+def recovery_completed(app: Any) -> bool:
+    """Whether faust's table recovery finished (``TableManager._recovery``, never built here)."""
+    recovery = getattr(built(app, "tables"), "_recovery", None)
+    return recovery is not None and bool(recovery.completed.is_set())

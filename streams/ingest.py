@@ -3,9 +3,10 @@
 faust pays its per-message cost (~3k records/s) for every record, and hubs send one event per
 record. This stage reads ``contest.events`` in batches with plain aiokafka (``getmany``),
 validates every event with :func:`streams.fastdecode.decode_events`, dead-letters the bad ones
-(the same dead letters the worker writes) and packs each poll's good events into one record per
-(hubId, source partition) on ``CT_TOPIC_INGESTED`` (format: :mod:`streams.ingested`), keyed by
-hubId with the default partitioner, so a hub lands on the partition number the worker expects.
+(the same dead letters the worker writes) and packs each poll's good events into one batch per
+(hubId, source partition) and the batches into as few records per worker partition as fit, on
+``CT_TOPIC_INGESTED`` (format: :mod:`streams.ingested`), each keyed by one of its hubs with the
+default partitioner, so every hub lands on the partition number the worker expects.
 
 Delivery: with a transactional producer (Apache Kafka) each poll's ingested records, dead letters
 and input offsets commit in one transaction (consume-transform-produce, exactly once for
@@ -37,7 +38,7 @@ from contest_telemetry.settings import KafkaSettings, TopicSettings
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
 from streams.exceptions import ProcessingError, StreamsError
 from streams.fastdecode import Decoded, decode_events, screen_event_times
-from streams.ingested import IngestedBatch, encode_ingested
+from streams.ingested import RECORD_OVERHEAD, IngestedBatch, encode_batch, encode_record
 from streams.settings import EventTimeSettings, IngestSettings
 
 __all__ = ["IngestCounters", "IngestError", "IngestStage", "PackStats", "pack"]
@@ -113,24 +114,15 @@ class _Chunk:
         self.dropped = 0
 
 
-def _encode(
-    chunk: _Chunk,
-    partition: int,
-    dead: dict[str, int],
-    wm: float | None,
-    max_bytes: int,
-    out: list[Ingested],
-) -> None:
-    """Append ``chunk`` as ingested records to ``out``: one record, or (when it encodes larger than
-    ``max_bytes`` and holds several source records) halves split between source records; ``dead``
-    goes on the first of them, ``wm`` on the last."""
-    value = encode_ingested(
-        IngestedBatch(
-            chunk.hub, partition, chunk.offsets, chunk.times, chunk.events, dead, chunk.dropped, wm=wm
-        )
+def _pieces(chunk: _Chunk, partition: int, dead: dict[str, int], max_bytes: int) -> list[tuple[bytes, int]]:
+    """``chunk`` as encoded batches (:func:`streams.ingested.encode_batch`): one, or (when it
+    encodes larger than ``max_bytes`` and holds several source records) halves split between
+    source records; ``dead`` goes on the first of them. Each with its number of events."""
+    value = encode_batch(
+        IngestedBatch(chunk.hub, partition, chunk.offsets, chunk.times, chunk.events, dead, chunk.dropped)
     )
     offsets = chunk.offsets
-    if len(value) > max_bytes and offsets[0] != offsets[-1]:
+    if len(value) + RECORD_OVERHEAD > max_bytes and offsets[0] != offsets[-1]:
         mid = len(offsets) // 2
         # The nearest source-record boundary to the middle (offsets repeat within one record).
         cut = next(
@@ -148,30 +140,59 @@ def _encode(
             first.times, second.times = chunk.times[:cut], chunk.times[cut:]
             first.events, second.events = chunk.events[:cut], chunk.events[cut:]
             first.dropped = chunk.dropped
-            _encode(first, partition, dead, None, max_bytes, out)
-            _encode(second, partition, {}, wm, max_bytes, out)
-            return
-    out.append((chunk.hub.encode(), value))
+            return _pieces(first, partition, dead, max_bytes) + _pieces(second, partition, {}, max_bytes)
+    return [(value, len(offsets))]
 
 
-def _watermarks(chunks: list[tuple[int, _Chunk]], partitions: int) -> dict[int, float]:
-    """Chunk index -> ``wm`` of the last chunk of each worker partition (the ingested topic's
-    partition the default partitioner gives its hub): the largest event time of the poll's events
-    sent there."""
+def _records(
+    chunks: list[tuple[int, _Chunk]],
+    partitions: int | None,
+    dead: dict[str, int],
+    max_bytes: int,
+    max_events: int,
+) -> list[Ingested]:
+    """The poll's chunks as ingested records (see streams/ingested.py): per worker partition, the
+    batches in chunk order, as few records as ``max_bytes`` allows, the last one carrying the
+    largest event time of the partition's events (``wm``), each holding at most ``max_events``
+    events unless one batch has more. Without ``partitions``: one record per chunk, without
+    ``wm``. ``dead`` rides on the first batch."""
+    # (worker partition, hub, batches with their event counts, largest event time)
+    pieces: list[tuple[int, str, list[tuple[bytes, int]], float]] = []
     part_of: dict[str, int] = {}
-    last: dict[int, int] = {}
-    wms: dict[int, float] = {}
-    for i, (_, chunk) in enumerate(chunks):
+    for partition, chunk in chunks:
         hub = chunk.hub
         out = part_of.get(hub)
         if out is None:
-            out = part_of[hub] = (murmur2(hub.encode()) & 0x7FFFFFFF) % partitions
-        last[out] = i
-        t = max(chunk.times)
-        prev = wms.get(out)
-        if prev is None or t > prev:
-            wms[out] = t
-    return {i: wms[out] for out, i in last.items()}
+            out = part_of[hub] = (murmur2(hub.encode()) & 0x7FFFFFFF) % partitions if partitions else 0
+        pieces.append((out, hub, _pieces(chunk, partition, dead, max_bytes), max(chunk.times)))
+        dead = {}
+    if not partitions:
+        return [
+            (hub.encode(), encode_record([b], None)) for _, hub, batches, _ in pieces for b, _n in batches
+        ]
+    by_part: dict[int, list[tuple[str, tuple[bytes, int]]]] = {}
+    wms: dict[int, float] = {}
+    for out, hub, batches, t_max in pieces:
+        by_part.setdefault(out, []).extend((hub, b) for b in batches)
+        if out not in wms or t_max > wms[out]:
+            wms[out] = t_max
+    records: list[Ingested] = []
+    budget = max_bytes - RECORD_OVERHEAD
+    for out, items in by_part.items():
+        current: list[bytes] = []
+        size = events = 0
+        key = b""
+        for hub, (batch, n) in items:
+            if current and (size + len(batch) + 1 > budget or events + n > max_events):
+                records.append((key, encode_record(current, None)))
+                current, size, events = [], 0, 0
+            if not current:
+                key = hub.encode()  # any hub of the record: all map to this partition
+            current.append(batch)
+            size += len(batch) + 1
+            events += n
+        records.append((key, encode_record(current, wms[out])))
+    return records
 
 
 def pack(
@@ -187,13 +208,15 @@ def pack(
     """Decode, validate and pack one poll of ``topic`` (partition -> records in offset order; each
     record has ``.partition``, ``.offset``, ``.key``, ``.value``, ``.timestamp`` in ms).
 
-    Returns the ingested records (one per hub and source partition, more when a hub has more than
-    ``max_batch_events`` events or ~``max_batch_bytes``; never splitting a source record's
-    events), the dead letters and the stats. ``carry`` (dead-letter counts a previous poll could
-    not attach to a record) and this poll's dead-letter counts ride on the first ingested record;
-    with no ingested record they come back in ``stats.carry``. With ``partitions`` (of the
-    ingested topic), the poll's last record for each of them carries ``wm`` (see
-    :mod:`streams.ingested`). ``event_time`` (most ms ahead of, behind the record's timestamp;
+    Returns the ingested records, the dead letters and the stats. Events are packed into one
+    batch per hub and source partition (more when a hub has more than ``max_batch_events`` events
+    or ~``max_batch_bytes``; never splitting a source record's events). With ``partitions`` (of the
+    ingested topic) the batches of each worker partition share as few records as
+    ``max_batch_events`` and ``max_batch_bytes`` allow, and the poll's last record for each
+    partition carries ``wm`` (see :mod:`streams.ingested`); without, each batch is a record of its
+    own. ``carry`` (dead-letter counts a previous poll could not attach to a record) and this
+    poll's dead-letter counts ride on the first batch; with no batch they come back in
+    ``stats.carry``. ``event_time`` (most ms ahead of, behind the record's timestamp;
     :class:`streams.settings.EventTimeSettings`) dead-letters events out of that window.
     """
     max_future, max_past = event_time
@@ -292,9 +315,8 @@ def pack(
     dead = dict(carry or {})
     for reason, n in reasons.items():
         dead[reason] = dead.get(reason, 0) + n
-    wm_at = _watermarks(chunks, partitions) if partitions else {}
-    for i, (partition, chunk) in enumerate(chunks):
-        _encode(chunk, partition, dead, wm_at.get(i), max_batch_bytes, ingested)
+    if chunks:
+        ingested = _records(chunks, partitions, dead, max_batch_bytes, max_batch_events)
         dead = {}
     stats.carry = dead
     stats.ingested = len(ingested)

@@ -2,19 +2,27 @@
 
 The ingest stage (:mod:`streams.ingest`) reads ``contest.events`` in batches (one event per record
 or publisher envelopes, as hubs send them), validates every event, dead-letters the bad ones and
-packs the good ones of one poll into one record per (hub, source partition), keyed by ``hubId``::
+packs the good ones of one poll into *batches*, one per (hub, source partition), and the batches
+of one poll into as few records as fit (``CT_INGEST_MAX_BATCH_BYTES``) per worker partition: the
+partition of the ingested topic the default partitioner gives each hub. A record is keyed by the
+``hubId`` of its first batch, so every hub in it lands where its own key would::
 
-    {"message": "telemetry.contest.ingested", "v": 1, "hubId": "hub-1",
-     "partition": 3,                     # the source partition of contest.events
-     "offsets": [120, 121, 121, ...],    # the source offset of each event (envelopes repeat it)
-     "times": [1764..., ...],            # each event's event time, ms (its timestamp, else the record's)
-     "events": [{...}, ...],             # normalised events (streams.fastdecode.normalise)
-     "deadLetters": {"validation": 2},   # optional: dead letters ingest sent since its last record
-     "publisherDropped": 0,              # optional: what the hub's publisher reported dropping
-     "wm": 1764...}                      # on the last record of a poll for its worker partition only
+    {"message": "telemetry.contest.ingested", "v": 2,
+     "batches": [
+       {"hubId": "hub-1",
+        "partition": 3,                     # the source partition of contest.events
+        "offsets": [120, 121, 121, ...],    # the source offset of each event (envelopes repeat it)
+        "times": [1764..., ...],            # each event's event time, ms (its timestamp, else the record's)
+        "events": [{...}, ...],             # normalised events (streams.fastdecode.normalise)
+        "deadLetters": {"validation": 2},   # optional: dead letters ingest sent since its last record
+        "publisherDropped": 0},             # optional: what the hub's publisher reported dropping
+       ...],
+     "wm": 1764...}                         # on the last record of a poll for its worker partition only
 
-A source record's events are never split over two ingested records, and the offsets of one
-ingested record are in source order.
+At live rates a poll holds a few events per hub: one record per worker partition (not one per
+hub, nearly one per event) keeps faust's per-record cost off the worker. A source record's events
+are never split over two batches, and a hub's batches (and the offsets in each) are in source
+order. Version 1 records (one batch's fields at the top level) are still read.
 
 Event time. Packing a poll by hub reorders events of different hubs inside the poll, so the
 worker must not move its watermark with each record (a hub's batch would close the windows of the
@@ -35,10 +43,23 @@ from typing import Any
 
 import orjson
 
-__all__ = ["INGESTED_MESSAGE", "INGESTED_VERSION", "IngestedBatch", "encode_ingested", "parse_ingested"]
+from contest_telemetry.schema.contract import PREFIX
 
-INGESTED_MESSAGE = "telemetry.contest.ingested"
-INGESTED_VERSION = 1
+__all__ = [
+    "INGESTED_MESSAGE",
+    "INGESTED_VERSION",
+    "IngestedBatch",
+    "encode_batch",
+    "encode_ingested",
+    "encode_record",
+    "parse_ingested",
+]
+
+INGESTED_MESSAGE = PREFIX + "ingested"
+INGESTED_VERSION = 2
+_HEAD = b'{"message":"' + INGESTED_MESSAGE.encode() + b'","v":2,"batches":['
+RECORD_OVERHEAD = len(_HEAD) + len(b'],"wm":') + 32
+"""Bytes a record adds to its batches (an upper bound)."""
 
 
 @dataclass(slots=True)
@@ -53,10 +74,9 @@ class IngestedBatch:
     wm: float | None = None
 
 
-def encode_ingested(batch: IngestedBatch) -> bytes:
+def encode_batch(batch: IngestedBatch) -> bytes:
+    """One batch as it goes into a record (its ``wm`` is the record's, see :func:`encode_record`)."""
     doc: dict[str, Any] = {
-        "message": INGESTED_MESSAGE,
-        "v": INGESTED_VERSION,
         "hubId": batch.hub,
         "partition": batch.partition,
         "offsets": batch.offsets,
@@ -67,20 +87,44 @@ def encode_ingested(batch: IngestedBatch) -> bytes:
         doc["deadLetters"] = batch.dead_letters
     if batch.publisher_dropped:
         doc["publisherDropped"] = batch.publisher_dropped
-    if batch.wm is not None:
-        doc["wm"] = batch.wm
     return orjson.dumps(doc)
 
 
-def parse_ingested(obj: Any) -> IngestedBatch | None:
-    """The batch in a decoded JSON document, or None when it is not an ingested record.
+def encode_record(batches: list[bytes], wm: float | None) -> bytes:
+    """A record of encoded batches (:func:`encode_batch`): joined as they are, not re-encoded."""
+    tail = b"]}" if wm is None else b'],"wm":' + orjson.dumps(wm) + b"}"
+    return _HEAD + b",".join(batches) + tail
+
+
+def encode_ingested(batch: IngestedBatch) -> bytes:
+    """A record of one batch (with the batch's ``wm``)."""
+    return encode_record([encode_batch(batch)], batch.wm)
+
+
+def parse_ingested(obj: Any) -> list[IngestedBatch] | None:
+    """The batches of a decoded JSON document, in order (the record's ``wm`` on the last), or None
+    when it is not an ingested record.
 
     Raises ValueError for a record that says it is one but is malformed (the caller dead-letters
     it): the topic is internal, but a stray writer must not crash the worker."""
     if type(obj) is not dict or obj.get("message") != INGESTED_MESSAGE:
         return None
-    if obj.get("v") != INGESTED_VERSION:
-        raise ValueError(f"ingested record version {obj.get('v')!r}, expected {INGESTED_VERSION}")
+    version = obj.get("v")
+    if version == 1:
+        return [_batch(obj, obj.get("wm"))]
+    if version != INGESTED_VERSION:
+        raise ValueError(f"ingested record version {version!r}, expected {INGESTED_VERSION}")
+    items = obj.get("batches")
+    if type(items) is not list or not items:
+        raise ValueError("ingested record without batches")
+    wm = obj.get("wm")
+    last = len(items) - 1
+    return [_batch(item, wm if i == last else None) for i, item in enumerate(items)]
+
+
+def _batch(obj: Any, wm: Any) -> IngestedBatch:
+    if type(obj) is not dict:
+        raise ValueError("ingested batch that is not an object")
     hub, partition = obj.get("hubId"), obj.get("partition")
     offsets, times, events = obj.get("offsets"), obj.get("times"), obj.get("events")
     if not (type(hub) is str and hub and type(partition) is int and partition >= 0):
@@ -91,7 +135,6 @@ def parse_ingested(obj: Any) -> IngestedBatch | None:
         raise ValueError("ingested record whose offsets, times and events differ in length")
     dead = obj.get("deadLetters") or {}
     dropped = obj.get("publisherDropped") or 0
-    wm = obj.get("wm")
     if wm is not None and not isinstance(wm, int | float):
         raise ValueError("ingested record whose wm is not a number")
     return IngestedBatch(hub, partition, offsets, times, events, dict(dead), int(dropped), wm)

@@ -25,8 +25,8 @@ from typing import Any, Protocol, cast
 
 import orjson
 
-from contest_telemetry.schema import InvalidEvent
-from contest_telemetry.schema.events import short_type
+from contest_telemetry.schema import WORKFLOW_FAILED, InvalidEvent, short_type
+from contest_telemetry.schema.contract import MULTI_ACTOR_OVER
 from sinks.prometheus.counters import CounterSink
 from sinks.prometheus.source import HubWindowView, PipelineSnapshot
 from streams.counters import NullCounters
@@ -59,7 +59,6 @@ __all__ = ["ALL_HUB", "Engine", "Outputs", "Store"]
 log = logging.getLogger(__name__)
 
 ALL_HUB = "_all"
-_FAILED = "telemetry.contest.workflowFailed"
 _INGESTED_PREFIX = b'{"message":"' + INGESTED_MESSAGE.encode() + b'"'
 
 # One hub's events of one record: (source partition, events, event times, source offsets).
@@ -260,14 +259,13 @@ class Engine:
         timestamp_ms: float | None,
         topic: str,
         fresh: bool,
-    ) -> tuple[dict[str, _Group], float | None]:
-        """The record's events grouped by hub, in order, and the event time it moves the watermark
-        to (an ingested record: its ``wm``, see streams/ingested.py); its dead letters and counts
-        when fresh."""
-        groups: dict[str, _Group] = {}
+    ) -> tuple[list[tuple[str, _Group]], float | None]:
+        """The record's events grouped by hub (an ingested record: by batch, a hub's in source
+        order), and the event time it moves the watermark to (an ingested record: its ``wm``, see
+        streams/ingested.py); its dead letters and counts when fresh."""
         if value is not None and value.startswith(_INGESTED_PREFIX):
             try:
-                batch = parse_ingested(orjson.loads(value))
+                batches = parse_ingested(orjson.loads(value))
             except (orjson.JSONDecodeError, ValueError) as exc:
                 if fresh:
                     bad = InvalidEvent(ProcessingError(f"malformed ingested record: {exc}"))
@@ -281,16 +279,19 @@ class Engine:
                         value=value,
                         envelope=False,
                     )
-                return groups, None
-            assert batch is not None
-            if fresh:
-                for reason, n in batch.dead_letters.items():
-                    self.counters.invalid(reason, n)
-                if batch.publisher_dropped:
-                    self.counters.publisher_dropped(batch.hub, batch.publisher_dropped)
-            if batch.events:
-                groups[batch.hub] = (batch.partition, batch.events, batch.times, batch.offsets)
-            return groups, batch.wm
+                return [], None
+            assert batches is not None
+            ingested: list[tuple[str, _Group]] = []
+            for batch in batches:
+                if fresh:
+                    for reason, n in batch.dead_letters.items():
+                        self.counters.invalid(reason, n)
+                    if batch.publisher_dropped:
+                        self.counters.publisher_dropped(batch.hub, batch.publisher_dropped)
+                if batch.events:
+                    ingested.append((batch.hub, (batch.partition, batch.events, batch.times, batch.offsets)))
+            return ingested, batches[-1].wm
+        groups: dict[str, _Group] = {}
         decoded = decode_events(value)
         screen_event_times(decoded, timestamp_ms, *self.event_time)
         if fresh and decoded.invalid:
@@ -323,7 +324,7 @@ class Engine:
         if decoded.publisher_dropped and fresh and groups:
             self.counters.publisher_dropped(next(iter(groups)), decoded.publisher_dropped)
         t_max = max((t for g in groups.values() for t in g[2]), default=None)
-        return groups, t_max
+        return list(groups.items()), t_max
 
     def process(
         self,
@@ -424,7 +425,7 @@ class Engine:
         k_prev, wm_prev = part.closed_k, part.watermark
         dirty, touched = self._dirty, self._touched
         applied_any = False
-        for hub, (source, events, times, offsets) in groups.items():
+        for hub, (source, events, times, offsets) in groups:
             hs = self._hub(hub, partition)
             done = hs.applied.get(source, -1)
             if offsets[-1] <= done:
@@ -451,7 +452,7 @@ class Engine:
             self._dirty_parts.add(partition)
         else:
             out.skipped = not applied_any
-        newest = max((max(g[2]) for g in groups.values()), default=None)
+        newest = max((max(g[2]) for _, g in groups), default=None)
         if newest is not None:
             out.newest_event_ms = newest
             if self.newest_event_ms is None or newest > self.newest_event_ms:
@@ -629,11 +630,11 @@ class Engine:
                 if target is not None:
                     target.resolution.add(eff.resolution)
             if eff.finished:
-                if msg == _FAILED:
+                if msg == WORKFLOW_FAILED:
                     failed += 1
-                if eff.participants is not None and eff.participants > 2:
+                if eff.participants is not None and eff.participants > MULTI_ACTOR_OVER:
                     multi += 1
-                if eff.capacity is not None and eff.capacity > 2:
+                if eff.capacity is not None and eff.capacity > MULTI_ACTOR_OVER:
                     cap += 1
                 if target is not None and not target.add_contest(eff.participants, eff.capacity):
                     folded += 1

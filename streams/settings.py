@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contest_telemetry.schema.contract import ARMING_BUDGET_MS, RESOLUTION_BUDGET_MS
 from contest_telemetry.schema.events import MAX_MILLIS
 
 __all__ = ["WorkerSettings"]
@@ -66,6 +67,21 @@ class WorkerSettings(BaseSettings):
         description="A hub with no open window, no open contest and no event for this many windows is "
         "evicted from state (default: CT_WORKER_RETAINED_WINDOWS).",
     )
+    state_flush_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        allow_inf_nan=False,
+        description="Records change the state in memory; every this many seconds (and before every "
+        "offset commit, rebalance and shutdown) each key they touched is written to the changelog "
+        "once. 0 writes every record's keys at once (the reference path).",
+    )
+    state_flush_events: int = Field(
+        default=200_000,
+        ge=1,
+        description="Also write the staged state once this many events were applied since the last "
+        "write: bounds one write's size and what a crash makes the worker read again.",
+    )
     source: str = Field(
         default="ingested",
         pattern="^(ingested|events)$",
@@ -79,13 +95,13 @@ class WorkerSettings(BaseSettings):
         "(with source=ingested); 'none': ingest stages run on their own.",
     )
     arming_budget_ms: float = Field(
-        default=8000.0,
+        default=ARMING_BUDGET_MS,
         gt=0,
         allow_inf_nan=False,
         description="Arming p95 budget (window results flag breaches).",
     )
     resolution_budget_ms: float = Field(
-        default=800.0, gt=0, allow_inf_nan=False, description="Resolution p95 budget."
+        default=RESOLUTION_BUDGET_MS, gt=0, allow_inf_nan=False, description="Resolution p95 budget."
     )
     web_enabled: bool = Field(
         default=False, description="Serve faust's own web UI (the exporter is separate)."
@@ -116,6 +132,30 @@ class WorkerSettings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
         description="An owned input partition with records waiting and nothing applied for this long is put back into fetching (see docs/known-issues.md).",
+    )
+    health_stall_s: float = Field(
+        default=120.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="/healthz fails when an owned partition has had records waiting and none applied for this long, or the worker's loop reported nothing for this long (keep it above CT_WORKER_STALL_S, which tries to unstick the partition first).",
+    )
+    crash_loop_restarts: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="/healthz fails once the agent crashed (and faust restarted it) this many times within CT_WORKER_CRASH_LOOP_WINDOW_S.",
+    )
+    crash_loop_window_s: float = Field(
+        default=300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Crashes further apart than this are no loop; /healthz is ok again once the agent went this long without one.",
+    )
+    fault_agent_crashes: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Test only (never in production): the agent raises on each of the first N records it receives, so faust restarts it; the records are applied afterwards by the re-read (tests of /healthz).",
     )
     bench_expect_events: int | None = Field(
         default=None,

@@ -1,4 +1,4 @@
-"""The worker's state in its faust table: small values, each written once per record that changes it.
+"""The worker's state in its faust table: small values, each written once per flush (or record) that changes it.
 
 Keys (every value one JSON document, bytes, so the table changelogs it without a codec):
 
@@ -29,6 +29,17 @@ processed again:
   are still there, because their deletion waits in ``pend`` until the ``h:`` naming it is
   durable (issued by a later record of the hub, or when the hub is evicted);
 - a window whose ``w:`` is durable takes no event it already counted (its own ``applied``).
+
+Staged writes (the worker's default, ``CT_WORKER_STATE_FLUSH_S`` > 0). Records change only the
+engine's caches; :meth:`streams.processor.Engine.flush` writes every key touched since the last
+flush once, in the order above, to the changelog partition of its hub (or partition key). A flush
+is therefore one large record: after a crash the recovered table is a prefix of it and the worker
+reads again from the applied offsets it holds (faust commits offsets only after a flush, see
+streams/apply.py; past one, streams/reread.py reads the gap). Two rules make replaying several
+records on such a prefix safe: a window's ``applied`` never moves back (a replayed record does not
+lower it below what the window already holds), and an evicted hub that comes back before the
+flush keeps its new keys (their writes supersede the eviction's deletions). A contest that starts
+and finishes between two flushes never reaches the table.
 """
 
 from __future__ import annotations

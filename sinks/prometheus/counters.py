@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from contest_telemetry.schema import ARMING_BUDGET_MS, EVENT_TYPES, RESOLUTION_BUDGET_MS, short_type
 from sinks.prometheus.labels import DEFAULT_MAX_LABEL_LENGTH, LabelCap
 
 __all__ = [
@@ -41,20 +42,18 @@ ARMING_BUCKETS_MS: tuple[float, ...] = (
     2_000,
     4_000,
     6_000,
-    8_000,
+    ARMING_BUDGET_MS,
     10_000,
     15_000,
     30_000,
     60_000,
 )
-RESOLUTION_BUCKETS_MS: tuple[float, ...] = (50, 100, 200, 400, 600, 800, 1_000, 2_000, 5_000)
+RESOLUTION_BUCKETS_MS: tuple[float, ...] = (50, 100, 200, 400, 600, RESOLUTION_BUDGET_MS, 1_000, 2_000, 5_000)
 
-EVENT_TYPES = ("armed", "launched", "workflowStarted", "workflowFailed", "resolved", "expired")
 INVALID_REASONS = ("decode", "validation", "envelope", "event_time", "processing")
 # streams/state.py: each bound on the worker's state, counted when it acts (docs/metrics.md).
 STATE_BOUNDS = ("open_contests", "sketch_buckets", "idle_hubs", "value_size", "participant_histogram")
 STATE_FLUSH_TRIGGERS = ("interval", "events", "commit")
-_MESSAGE_PREFIX = "telemetry.contest."
 _MAX_EXTRA_ENUM_VALUES = 16  # unknown event types / reasons beyond the documented ones
 _INF = math.inf
 
@@ -156,9 +155,7 @@ class PipelineCounters:
 
     # ------------------------------------------------------------------ CounterSink
     def events(self, hub: str, type: str, n: int = 1) -> None:
-        if type.startswith(_MESSAGE_PREFIX):
-            type = type[len(_MESSAGE_PREFIX) :]
-        key = (self.hubs.label(hub), self._types.label(type))
+        key = (self.hubs.label(hub), self._types.label(short_type(type)))
         with self._lock:
             self._events[key] = self._events.get(key, 0) + n
 

@@ -84,10 +84,10 @@ def ingested(
     records: list[tuple[str, bytes]], *, source_partition: int = 0, poll: int = 100
 ) -> list[tuple[str, bytes]]:
     """What an ingest stage makes of ``records`` (source offsets 0, 1, ...) read in polls of
-    ``poll`` records: per poll one ingested record per hub, each event with its source offset,
-    the poll's largest event time on its last record (one worker partition here)."""
+    ``poll`` records: per poll one ingested record with a batch per hub, each event with its
+    source offset, and the poll's largest event time (one worker partition here)."""
     from streams.fastdecode import decode_events
-    from streams.ingested import IngestedBatch, encode_ingested
+    from streams.ingested import IngestedBatch, encode_batch, encode_record
 
     out: list[tuple[str, bytes]] = []
     for first in range(0, len(records), poll):
@@ -102,9 +102,11 @@ def ingested(
                 batch.offsets.append(offset)
                 batch.times.append(0.0 if t is None else t)
                 batch.events.append(ev)
-        last = list(batches.values())[-1]
-        last.wm = max(t for b in batches.values() for t in b.times)
-        out.extend((hub, encode_ingested(b)) for hub, b in batches.items())
+        # As the stage packs for one worker partition: every hub's batch in one record, the
+        # poll's largest event time on it.
+        wm = max(t for b in batches.values() for t in b.times)
+        first = next(iter(batches))
+        out.append((first, encode_record([encode_batch(b) for b in batches.values()], wm)))
     return out
 
 

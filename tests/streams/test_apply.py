@@ -20,13 +20,14 @@ from tests.helpers.streams_reference import T0, P, check_all, iso, make_events, 
 from tests.streams.engine_harness import envelopes
 
 STEPS = ["dlq", "records", "windows", "window-ack", "table"]
+_ALL_STEPS = [*STEPS, "record-ack"]
 
 
 class Faults:
     """Fail the n-th call of a step (once, or always)."""
 
     def __init__(self, step: str | None = None, at: int = 0, always: bool = False) -> None:
-        self.step, self.at, self.always, self.calls = step, at, always, dict.fromkeys(STEPS, 0)
+        self.step, self.at, self.always, self.calls = step, at, always, dict.fromkeys(_ALL_STEPS, 0)
 
     def hit(self, step: str) -> bool:
         n = self.calls[step]
@@ -61,6 +62,8 @@ class Producer:
         self.sent[kind].append(value)
         if kind == "windows" and self.faults.hit("window-ack"):
             return fut  # never acknowledged: the applier's timeout fires
+        if kind == "records" and self.faults.hit("record-ack"):
+            return fut  # never acknowledged: a staged flush must not write the state after it
         fut.set_result(None)
         return fut
 
@@ -186,6 +189,17 @@ def test_a_failed_staged_write_stops_and_a_restart_reads_again_from_the_table(at
         if w["windowStartMs"] < T0 + 3_000_000 and w["hubId"] != "tick":
             windows[w["windowId"]] = w
     assert check_all(list(windows.values()), reference_windows(events)) == []
+
+
+def test_a_staged_flush_writes_no_state_before_its_records_outputs_are_acknowledged() -> None:
+    """Staged: a contest record never acknowledged makes the flush that follows it stop the worker
+    without writing a single state value (the state would say its record was applied)."""
+    faults = Faults("record-ack", 2)
+    table = Table(Faults())
+    with pytest.raises(ApplyError, match="writing the staged state failed"):
+        _run(faults, stage=True, table=table)
+    assert faults.calls["record-ack"] > 2
+    assert table == {}  # the first flush (50 events) comes after the unacknowledged record
 
 
 def test_a_failed_delivery_stops_the_next_record_and_the_commit_flush() -> None:

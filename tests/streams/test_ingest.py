@@ -24,7 +24,7 @@ from aiokafka.partitioner import murmur2
 from contest_telemetry.schema import encode_envelope
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from contest_telemetry.topics import ensure_topics, pipeline_topics
-from streams.ingest import IngestStage, _Chunk, _encode, _Poll, pack
+from streams.ingest import IngestStage, _Chunk, _Poll, _records, pack
 from streams.ingested import IngestedBatch, encode_ingested, parse_ingested
 from streams.settings import IngestSettings
 from tests.helpers.kafka import unique_topics
@@ -51,13 +51,20 @@ def _single(partition: int, offset: int, ev: dict[str, Any]) -> Rec:
     return Rec(partition, offset, ev["hubId"].encode(), orjson.dumps(ev))
 
 
-def _batches(ingested: list[tuple[bytes, bytes]]) -> list[Any]:
+def _batches(ingested: list[tuple[bytes, bytes]], partitions: int | None = None) -> list[Any]:
+    """Every batch of the records, in order. Without ``partitions`` each record holds one batch
+    keyed by its hub; with, every batch's hub maps to the partition of the record's key."""
     out = []
     for key, value in ingested:
-        batch = parse_ingested(orjson.loads(value))
-        assert batch is not None and key == batch.hub.encode()
-        assert all(ev["hubId"] == batch.hub for ev in batch.events)
-        out.append(batch)
+        batches = parse_ingested(orjson.loads(value))
+        assert batches
+        for batch in batches:
+            if partitions is None:
+                assert len(batches) == 1 and key == batch.hub.encode()
+            else:
+                assert _worker_partition(batch.hub, partitions) == _worker_partition(key.decode(), partitions)
+            assert all(ev["hubId"] == batch.hub for ev in batch.events)
+            out.append(batch)
     return out
 
 
@@ -216,18 +223,20 @@ def test_an_oversized_record_is_split_between_source_records() -> None:
         chunk.events.append(ev)
     chunk.dropped = 2
     whole = encode_ingested(IngestedBatch("hub-0", 0, chunk.offsets, chunk.times, chunk.events))
-    out: list[tuple[bytes, bytes]] = []
-    _encode(chunk, 0, {"decode": 1}, 99.0, len(whole) // 3, out)
+    out = _records([(0, chunk)], None, {"decode": 1}, len(whole) // 3, 10**6)
     batches = _batches(out)
     assert len(batches) >= 3 and all(len(v) <= len(whole) // 3 for _, v in out)
     assert [o for b in batches for o in b.offsets] == chunk.offsets
     assert all(len(set(b.offsets)) == len(b.offsets) // 3 for b in batches[:-1])  # whole records
     assert [b.dead_letters for b in batches] == [{"decode": 1}] + [{}] * (len(batches) - 1)
     assert [b.publisher_dropped for b in batches] == [2] + [0] * (len(batches) - 1)
-    assert [b.wm for b in batches] == [None] * (len(batches) - 1) + [99.0]
+    assert [b.wm for b in batches] == [None] * len(batches)  # no partition count: no watermark
+    # Packed for one worker partition: the records stay under the limit, the last one has ``wm``.
+    out = _records([(0, chunk)], 1, {}, len(whole) // 3, 10**6)
+    assert all(len(v) <= len(whole) // 3 for _, v in out)
+    assert [b.wm for b in _batches(out, 1)][-1] == max(chunk.times)
     # One source record larger than the limit is sent whole.
-    out = []
-    _encode(chunk, 0, {}, None, 10, out)
+    out = _records([(0, chunk)], None, {}, 10, 10**6)
     assert len(out) == len(hub0) // 3 + (1 if len(hub0) % 3 else 0)
 
 
@@ -241,16 +250,30 @@ def test_pack_puts_the_watermark_on_the_last_record_of_each_worker_partition() -
     for i, ev in enumerate(events):
         recs[i % 2].append(_single(i % 2, i, ev))
     ingested, _, _ = pack(recs, topic=TOPIC, max_batch_events=3, partitions=3)
-    batches = _batches(ingested)
     by_worker: dict[int, list[Any]] = {}
-    for b in batches:
-        by_worker.setdefault(_worker_partition(b.hub, 3), []).append(b)
+    for key, value in ingested:
+        by_worker.setdefault(_worker_partition(key.decode(), 3), []).append(_batches([(key, value)], 3))
     assert len(by_worker) > 1
-    for bs in by_worker.values():
-        assert [b.wm for b in bs[:-1]] == [None] * (len(bs) - 1)
-        assert bs[-1].wm == max(t for b in bs for t in b.times)
+    for records in by_worker.values():
+        assert len(records) > 1  # 3 events at most per record
+        assert [r[-1].wm for r in records[:-1]] == [None] * (len(records) - 1)
+        assert records[-1][-1].wm == max(t for r in records for b in r for t in b.times)
+        assert all(b.wm is None for r in records for b in r[:-1])
     # Without the partition count (or with no events) there is no watermark.
     assert all(b.wm is None for b in _batches(pack(recs, topic=TOPIC)[0]))
+
+
+def test_a_live_poll_is_one_record_per_worker_partition() -> None:
+    """At live rates a poll holds an event or two per hub: packing per worker partition sends two
+    records, not one per hub (faust's per-record cost is paid on the worker for each)."""
+    events = _events(hubs=40, contests=1)
+    recs = {0: [_single(0, i, ev) for i, ev in enumerate(events)]}
+    ingested, _, stats = pack(recs, topic=TOPIC, partitions=2)
+    assert len(ingested) == 2 and stats.ingested == 2
+    batches = _batches(ingested, 2)
+    assert len({b.hub for b in batches}) == 40
+    assert sorted(e["eventId"] for b in batches for e in b.events) == sorted(e["eventId"] for e in events)
+    assert len(_batches(pack(recs, topic=TOPIC)[0])) == 40  # without the partition count: per hub
 
 
 def test_pack_event_time_falls_back_to_the_record_timestamp() -> None:
@@ -321,14 +344,12 @@ def _seen(records: list[ConsumerRecord[Any, Any]], partitions: int) -> Counter[t
     """(source partition, offset, index within the record, eventId) of every ingested event."""
     seen: Counter[tuple[int, int, int, str]] = Counter()
     for r in records:
-        b = parse_ingested(orjson.loads(r.value))
-        assert b is not None and r.key == b.hub.encode()
         assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % partitions  # the default partitioner
-        index: Counter[int] = Counter()
-        for off, ev in zip(b.offsets, b.events, strict=True):
-            assert ev["hubId"] == b.hub
-            seen[(b.partition, off, index[off], ev["eventId"])] += 1
-            index[off] += 1
+        for b in _batches([(r.key, r.value)], partitions):
+            index: Counter[int] = Counter()
+            for off, ev in zip(b.offsets, b.events, strict=True):
+                seen[(b.partition, off, index[off], ev["eventId"])] += 1
+                index[off] += 1
     return seen
 
 
@@ -365,7 +386,7 @@ async def _read(
 
 
 def _event_count(records: list[ConsumerRecord[Any, Any]]) -> int:
-    return sum(len(orjson.loads(r.value)["offsets"]) for r in records)
+    return sum(len(b.offsets) for r in records for b in parse_ingested(orjson.loads(r.value)) or ())
 
 
 async def _committed(kafka: KafkaSettings, topic: str, group: str, partitions: int) -> dict[int, int]:
@@ -443,7 +464,7 @@ async def test_stage_in_process_mixed_input_and_dead_letters(
             last[r.partition] = r
     assert all(orjson.loads(r.value).get("wm") is not None for r in last.values())
     assert stage.counters.events == n_good and stage.counters.records == len(records)
-    batches = [parse_ingested(orjson.loads(r.value)) for r in out]
+    batches = [b for r in out for b in parse_ingested(orjson.loads(r.value)) or ()]
     assert sum(b.publisher_dropped for b in batches if b) == sum(
         orjson.loads(v).get("publisherDropped", 0) for _, v in good
     )
@@ -597,7 +618,7 @@ def test_pack_dead_letters_a_record_whose_decoding_raises(monkeypatch: pytest.Mo
     good = {"message": "telemetry.contest.armed", "hubId": "h", "contestKey": "k"}
     recs = [_single(0, 0, good), Rec(0, 1, b"h", b'{"boom":1}', 0), _single(0, 2, good)]
     ingested, dead, stats = pack({0: recs}, topic="contest.events")
-    assert [orjson.loads(v)["offsets"] for _, v in ingested] == [[0, 2]]
+    assert [b.offsets for b in _batches(ingested)] == [[0, 2]]
     [(_, value, _headers)] = dead
     dl = orjson.loads(value)
     assert dl["reason"] == "processing" and "injected" in dl["error"] and dl["source"]["offset"] == 1
@@ -622,7 +643,7 @@ def test_pack_dead_letters_events_too_far_ahead_of_their_record() -> None:
         Rec(0, 1, b"h", orjson.dumps(ahead), now),
     ]
     ingested, dead, _stats = pack({0: recs}, topic="contest.events", event_time=(300_000.0, None))
-    assert [orjson.loads(v)["offsets"] for _, v in ingested] == [[0, 0]]
+    assert [b.offsets for b in _batches(ingested)] == [[0, 0]]
     assert [(orjson.loads(v)["reason"], orjson.loads(v)["index"]) for _, v, _h in dead] == [
         ("event_time", 1),
         ("event_time", None),
@@ -684,5 +705,5 @@ def test_polls_in_flight_queue_their_records_in_poll_order() -> None:
         await asyncio.gather(*tasks)
 
     asyncio.run(go())
-    offsets = [o for _k, v in queued for o in orjson.loads(v)["offsets"]]
+    offsets = [o for _k, v in queued for b in parse_ingested(orjson.loads(v)) or () for o in b.offsets]
     assert offsets == sorted(offsets) and len(offsets) == 120

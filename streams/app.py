@@ -34,16 +34,16 @@ from faust.types import TP
 
 from contest_telemetry.logs import log_context
 from contest_telemetry.settings import KafkaSettings, TopicSettings
-from sinks.prometheus.counters import CounterSink
-from sinks.prometheus.source import PipelineSnapshot
 from streams import faust_patches
 from streams.apply import RecordApplier
+from streams.counters import CounterSink
 from streams.exceptions import ApplyError, RereadError
 from streams.faust_patches import built
 from streams.health import WorkerHealth
 from streams.processor import Engine
 from streams.reread import RangeReader, missing_range
 from streams.settings import WorkerSettings
+from streams.snapshot import PipelineSnapshot
 from streams.watchdog import StallWatch
 
 __all__ = ["TABLE_NAME", "WorkerSource", "create_app"]
@@ -53,7 +53,7 @@ TABLE_NAME = "state"
 
 
 class WorkerSource:
-    """The worker's :class:`sinks.prometheus.source.SnapshotSource`."""
+    """The worker's :class:`streams.snapshot.SnapshotSource`."""
 
     def __init__(self, app: faust.App, engine: Engine, topic: str) -> None:
         self.app = app

@@ -23,10 +23,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from contest_telemetry.exceptions import ContestTelemetryError
-from contest_telemetry.logs import announce, check_log_settings, configure_logging
+from contest_telemetry.logs import check_log_settings, configure_logging
 from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
 from contest_telemetry.topics import ensure_topics, pipeline_topics
-from sinks.prometheus.counters import CounterSink
+from streams.counters import CounterSink
 from streams.exceptions import StreamsConfigError
 
 __all__ = ["IngestChild", "add_parser", "main", "run", "run_worker"]
@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace) -> tuple[Any, KafkaSettings, TopicSettings]:
+def settings_from_args(args: argparse.Namespace) -> tuple[Any, KafkaSettings, TopicSettings]:
     from streams.settings import WorkerSettings
 
     overrides = {
@@ -146,7 +146,7 @@ def run_worker(
     """Create the topics, build the app and run a faust worker until it is stopped (SIGTERM/INT).
 
     ``on_app(app)`` is called before the worker starts; ``app.source`` is the
-    :class:`~sinks.prometheus.source.SnapshotSource` for an exporter, ``app.health`` (``health``
+    :class:`~streams.snapshot.SnapshotSource` for an exporter, ``app.health`` (``health``
     when given, a :class:`streams.health.WorkerHealth`) what its /healthz and /readyz answer.
     """
     import faust
@@ -190,40 +190,11 @@ def run_worker(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a worker that serves its Prometheus exporter (``CT_EXPORTER_*``) while it runs."""
-    from prometheus_client import CollectorRegistry
+    """Run a worker that serves its Prometheus exporter (``CT_EXPORTER_*``) while it runs; the two
+    are composed in :mod:`contest_telemetry.cli.worker`, so the stream never imports a sink."""
+    from contest_telemetry.cli.worker import run_with_exporter
 
-    from sinks.prometheus import ExporterSettings, PipelineCollector, PipelineCounters, start_exporter
-    from sinks.prometheus.labels import LabelCap
-    from streams.health import WorkerHealth
-
-    try:
-        settings, kafka, topics = _settings(args)
-        exporter = ExporterSettings()
-    except (StreamsConfigError, ValidationError) as exc:
-        line = settings_error_line(exc) if isinstance(exc, ValidationError) else str(exc)
-        print(f"worker: {line.splitlines()[0]}", file=sys.stderr)
-        return 1
-    counters = PipelineCounters(
-        hubs=LabelCap(
-            exporter.max_hubs, max_length=exporter.max_label_length, idle_ticks=exporter.hub_idle_scrapes
-        )
-    )
-    registry = CollectorRegistry()
-    health = WorkerHealth(settings)
-    # Bound before anything connects: a port in use stops the worker at once with one line.
-    server = start_exporter(registry, exporter, health) if exporter.enabled else None
-
-    def on_app(app: Any) -> None:
-        registry.register(PipelineCollector(counters, app.source))
-        if server is not None:  # said once connected: a broker error stays the only line
-            announce(__name__, f"worker: metrics at {server.url} (health: /healthz, /readyz)")
-
-    try:
-        return run_worker(settings, kafka, topics, counters, on_app, health)
-    finally:
-        if server is not None:
-            server.stop()
+    return run_with_exporter(args)
 
 
 def main(argv: list[str] | None = None) -> int:

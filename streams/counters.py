@@ -1,57 +1,63 @@
-"""A no-op :class:`sinks.prometheus.counters.CounterSink` for a worker run without an exporter."""
+"""What the stream processor reports as it applies events: the stream's interface to whatever
+counts them (the exporter's :class:`sinks.prometheus.counters.PipelineCounters` implements it).
+
+Every method of :class:`CounterSink` does nothing, so a worker run without an exporter (and a
+test) uses it as it is, and an implementation overrides what it keeps. ``hub`` is the raw hub id:
+capping and folding into ``_other`` is the exporter's job. Durations are in milliseconds.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["NullCounters"]
+__all__ = ["CounterSink"]
 
 
-class NullCounters:
+class CounterSink:
     def events(self, hub: str, type: str, n: int = 1) -> None:
-        pass
+        """``n`` events of ``type`` (short name) applied for ``hub``."""
 
     def invalid(self, reason: str, n: int = 1) -> None:
-        pass
+        """``n`` records or events dead-lettered for ``reason``."""
 
     def late(self, hub: str, n: int = 1) -> None:
-        pass
+        """``n`` events older than the watermark minus the grace."""
 
     def workflow_failures(self, hub: str, n: int = 1) -> None:
-        pass
+        """``n`` workflowFailed events."""
 
     def multi_actor(self, hub: str, n: int = 1) -> None:
-        pass
+        """``n`` finished contests with more than two participants."""
 
     def capacity_over_two(self, hub: str, n: int = 1) -> None:
-        pass
+        """``n`` finished contests with a capacity over two."""
 
     def publisher_dropped(self, hub: str, n: int) -> None:
-        pass
+        """``n`` events the hub's publisher reported dropping."""
 
     def expired_lifecycles(self, n: int = 1) -> None:
-        pass
+        """``n`` open contests dropped by the lifecycle TTL."""
 
     def processed(self, n: int) -> None:
-        pass
+        """``n`` events applied to state."""
 
     def reread(self, records: int, missing_offsets: int) -> None:
-        pass
+        """Records read again by the worker, and offsets absent from the log in those ranges."""
 
     def stalls(self, n: int = 1) -> None:
-        pass
+        """Owned partitions found stalled and put back into fetching."""
 
     def state_bound(self, bound: str, n: int = 1) -> None:
-        pass
+        """A bound on the state acted ``n`` times (``bound``: which)."""
 
     def state_writes(self, values: int, nbytes: int) -> None:
-        pass
+        """State values (and tombstones) written to the changelog, and their bytes."""
 
     def state_flush(self, trigger: str) -> None:
-        pass
+        """The staged state was written (``trigger``: interval, events or commit)."""
 
     def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None:
-        pass
+        """Arming latencies of ``hub``."""
 
     def observe_resolution_ms(self, hub: str, values: Iterable[float]) -> None:
-        pass
+        """Resolution latencies of ``hub``."""

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sinks.prometheus.health import ProgressWatch, Verdict
+from contest_telemetry.health import ProgressWatch, Verdict
 from streams.faust_patches import recovery_completed
 from streams.settings import WorkerSettings
 
@@ -37,7 +37,7 @@ class InjectedAgentCrash(RuntimeError):
 
 
 class WorkerHealth:
-    """The worker's :class:`~sinks.prometheus.health.HealthSource`. ``app`` and ``assigned`` are
+    """The worker's :class:`~contest_telemetry.health.HealthSource`. ``app`` and ``assigned`` are
     set by :func:`streams.app.create_app`; until then the worker is live and "starting"."""
 
     def __init__(self, settings: WorkerSettings, clock: Callable[[], float] = time.monotonic) -> None:

@@ -27,15 +27,14 @@ import orjson
 
 from contest_telemetry.schema import WORKFLOW_FAILED, InvalidEvent, short_type
 from contest_telemetry.schema.contract import MULTI_ACTOR_OVER
-from sinks.prometheus.counters import CounterSink
-from sinks.prometheus.source import HubWindowView, PipelineSnapshot
-from streams.counters import NullCounters
+from streams.counters import CounterSink
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
 from streams.exceptions import ProcessingError, StateError
 from streams.fastdecode import decode_events, screen_event_times
 from streams.ingested import INGESTED_MESSAGE, parse_ingested
 from streams.lifecycle import NO_EFFECT, dropped_record
 from streams.settings import EventTimeSettings, WorkerSettings
+from streams.snapshot import HubWindowView, PipelineSnapshot
 from streams.state import (
     HubState,
     PartState,
@@ -120,7 +119,7 @@ class Engine:
         # Checked where this engine validates events itself (records of contest.events).
         self.event_time = (event_time or EventTimeSettings()).window_ms()
         self.store = store
-        self.counters: CounterSink = counters or NullCounters()
+        self.counters: CounterSink = counters or CounterSink()
         self.source_topic = source_topic
         self.size = settings.window_ms
         self.grace = settings.grace_ms

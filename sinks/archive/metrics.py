@@ -24,8 +24,8 @@ from prometheus_client.metrics_core import Metric
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contest_telemetry.health import ProgressWatch, Verdict
 from sinks.archive.manifest import ManifestEntry
-from sinks.prometheus.health import ProgressWatch, Verdict
 from sinks.prometheus.server import ExporterServer, start_exporter
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from sinks.prometheus.exceptions import ExporterError, ExporterStartError
 from sinks.prometheus.labels import ALL, OTHER, LabelCap, bound_label
 from sinks.prometheus.server import ExporterServer, start_exporter
 from sinks.prometheus.settings import ExporterSettings
-from sinks.prometheus.source import HubWindowView, LatencyDigest, PipelineSnapshot, SnapshotSource
+from streams.snapshot import HubWindowView, LatencyDigest, PipelineSnapshot, SnapshotSource
 
 __all__ = [
     "ALL",

@@ -50,7 +50,7 @@ from sinks.prometheus.counters import (
     PipelineCounters,
 )
 from sinks.prometheus.labels import ALL
-from sinks.prometheus.source import HubWindowView, PipelineSnapshot, SnapshotSource
+from streams.snapshot import HubWindowView, PipelineSnapshot, SnapshotSource
 
 __all__ = [
     "ARMING_BUDGET_SECONDS",

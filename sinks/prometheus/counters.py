@@ -3,8 +3,8 @@
 The worker calls these once per batch with counts, not once per event, so the hot path stays
 cheap; values are kept in plain dicts and turned into metric families at scrape time.
 
-:class:`CounterSink` is the interface the stream processor is given; :class:`PipelineCounters`
-is the exporter's implementation (hub ids capped and folded into ``_other`` by a shared
+:class:`streams.counters.CounterSink` is the interface the stream processor is given (it belongs
+to the stream); :class:`PipelineCounters` is the exporter's implementation (hub ids capped and folded into ``_other`` by a shared
 :class:`~sinks.prometheus.labels.LabelCap`, histograms bucketed with ``bisect`` over the bucket
 bounds in ms). It is thread safe: the worker writes from its event loop while the scrape thread
 reads a consistent copy (:meth:`PipelineCounters.read`).
@@ -17,10 +17,10 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from contest_telemetry.schema import ARMING_BUDGET_MS, EVENT_TYPES, RESOLUTION_BUDGET_MS, short_type
 from sinks.prometheus.labels import DEFAULT_MAX_LABEL_LENGTH, LabelCap
+from streams.counters import CounterSink
 
 __all__ = [
     "ARMING_BUCKETS_MS",
@@ -58,28 +58,6 @@ _MAX_EXTRA_ENUM_VALUES = 16  # unknown event types / reasons beyond the document
 _INF = math.inf
 
 
-class CounterSink(Protocol):
-    """What the stream processor needs from the exporter. ``hub`` is the raw hub id: capping and
-    folding into ``_other`` is the exporter's job. Durations are in milliseconds."""
-
-    def events(self, hub: str, type: str, n: int = 1) -> None: ...
-    def invalid(self, reason: str, n: int = 1) -> None: ...
-    def late(self, hub: str, n: int = 1) -> None: ...
-    def workflow_failures(self, hub: str, n: int = 1) -> None: ...
-    def multi_actor(self, hub: str, n: int = 1) -> None: ...
-    def capacity_over_two(self, hub: str, n: int = 1) -> None: ...
-    def publisher_dropped(self, hub: str, n: int) -> None: ...
-    def expired_lifecycles(self, n: int = 1) -> None: ...
-    def processed(self, n: int) -> None: ...
-    def reread(self, records: int, missing_offsets: int) -> None: ...
-    def stalls(self, n: int = 1) -> None: ...
-    def state_bound(self, bound: str, n: int = 1) -> None: ...
-    def state_writes(self, values: int, nbytes: int) -> None: ...
-    def state_flush(self, trigger: str) -> None: ...
-    def observe_arming_ms(self, hub: str, values: Iterable[float]) -> None: ...
-    def observe_resolution_ms(self, hub: str, values: Iterable[float]) -> None: ...
-
-
 @dataclass(frozen=True)
 class CountersView:
     """A consistent copy of every counter, taken under the lock (what a scrape renders).
@@ -112,7 +90,7 @@ class CountersView:
         return cls({}, {}, {}, {}, {}, {}, {}, 0, 0, {}, {}, 0)
 
 
-class PipelineCounters:
+class PipelineCounters(CounterSink):
     """The exporter's :class:`CounterSink`: plain dicts keyed by label value, one lock.
 
     ``PipelineCounters(max_hubs=500)`` (or ``hubs=LabelCap(...)`` to share a cap); pass the same

@@ -22,7 +22,7 @@ complete. Limits (read from the settings, see :func:`start_exporter`):
 
 One request per connection (HTTP/1.0 replies, the connection closes after the page), as before.
 
-``/healthz`` and ``/readyz`` answer the :class:`~sinks.prometheus.health.HealthSource` passed to
+``/healthz`` and ``/readyz`` answer the :class:`~contest_telemetry.health.HealthSource` passed to
 :func:`start_exporter` (200 or 503, a one-line JSON body with the reason, see
 ``sinks/prometheus/health.py``); without one both say ok while the server answers.
 
@@ -53,9 +53,9 @@ from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from contest_telemetry.health import AlwaysHealthy, HealthSource
 from sinks.prometheus.collector import CompactFamily
 from sinks.prometheus.exceptions import ExporterStartError
-from sinks.prometheus.health import AlwaysHealthy, HealthSource
 from sinks.prometheus.settings import ExporterSettings
 
 __all__ = [

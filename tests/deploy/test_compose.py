@@ -167,9 +167,9 @@ def test_the_healthcheck_command_follows_healthz(capsys: Any) -> None:
     """Against a real exporter on a free port: 0 while /healthz answers 200, 1 on 503 or no server."""
     from prometheus_client import CollectorRegistry
 
+    from contest_telemetry.health import Verdict
     from contest_telemetry.healthcheck import main
     from sinks.prometheus import ExporterSettings, start_exporter
-    from sinks.prometheus.health import Verdict
 
     class Flip:
         live = Verdict(True, "fine")

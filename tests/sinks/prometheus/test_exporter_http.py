@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from contest_telemetry.health import Verdict
 from sinks.prometheus import (
     ExporterServer,
     ExporterSettings,
@@ -27,7 +28,6 @@ from sinks.prometheus import (
     start_exporter,
 )
 from sinks.prometheus.collector import QUANTILE_FAMILY_TYPE
-from sinks.prometheus.health import Verdict
 from sinks.prometheus.server import render_text
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sinks.prometheus.health import AlwaysHealthy, ProgressWatch, Verdict
+from contest_telemetry.health import AlwaysHealthy, ProgressWatch, Verdict
 
 
 class Clock:

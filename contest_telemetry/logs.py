@@ -14,9 +14,11 @@ traceback when there is one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import sys
+from collections.abc import Iterator
 from typing import IO, Any, Literal
 
 import orjson
@@ -36,6 +38,7 @@ __all__ = [
     "configure_logging",
     "line_stream",
     "log_context",
+    "quiet_producer_probe",
 ]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -158,3 +161,18 @@ def configure_logging(level: int | str, *, text_format: str = TEXT_FORMAT) -> st
     root.addHandler(handler)
     root.setLevel(level)
     return chosen
+
+
+@contextlib.contextmanager
+def quiet_producer_probe() -> Iterator[None]:
+    """aiokafka logs a refused InitProducerId at ERROR; where idempotence or transactions are
+    'auto' a refusal is an expected answer (the caller falls back and warns once), not an error."""
+    loggers = [logging.getLogger(n) for n in ("aiokafka.producer.sender", "aiokafka.producer.producer")]
+    previous = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, previous, strict=True):
+            lg.setLevel(level)

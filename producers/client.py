@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from contest_telemetry.logs import quiet_producer_probe
 from contest_telemetry.settings import KafkaSettings
 from producers.settings import PublisherSettings
 
@@ -42,26 +42,13 @@ def producer_kwargs(kafka: KafkaSettings, settings: PublisherSettings, idempoten
     return kwargs
 
 
-@contextlib.contextmanager
-def _quiet_probe() -> Iterator[None]:
-    """aiokafka logs a refused InitProducerId at ERROR; with idempotence='auto' a refusal is an
-    expected answer (we fall back and warn once), not an error."""
-    sender = logging.getLogger("aiokafka.producer.sender")
-    previous = sender.level
-    sender.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        sender.setLevel(previous)
-
-
 async def start_producer(kafka: KafkaSettings, settings: PublisherSettings) -> tuple[AIOKafkaProducer, bool]:
     """A started producer, and whether it is idempotent."""
     mode = settings.idempotence
     want = mode in ("auto", "on") and settings.acks == "all"
     producer = AIOKafkaProducer(**producer_kwargs(kafka, settings, want))
     try:
-        with _quiet_probe() if mode == "auto" else contextlib.nullcontext():
+        with quiet_producer_probe() if mode == "auto" else contextlib.nullcontext():
             await producer.start()
         return producer, want
     except Exception:

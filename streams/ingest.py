@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
 
+from contest_telemetry.logs import quiet_producer_probe
 from contest_telemetry.schema import InvalidEvent
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
@@ -324,21 +325,6 @@ def pack(
     return ingested, dead_letters, stats
 
 
-@contextlib.contextmanager
-def _quiet_probe() -> Iterator[None]:
-    """aiokafka logs a refused InitProducerId at ERROR; with transactions='auto' a refusal is an
-    expected answer (we fall back and warn once), not an error (as producers/publisher.py)."""
-    loggers = [logging.getLogger(n) for n in ("aiokafka.producer.sender", "aiokafka.producer.producer")]
-    previous = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, previous, strict=True):
-            lg.setLevel(level)
-
-
 class IngestStage:
     """Consume ``topics.events`` in batches, produce :func:`pack`'s output, commit the offsets.
 
@@ -393,7 +379,7 @@ class IngestStage:
                 transaction_timeout_ms=round(s.transaction_timeout_s * 1000),
             )
             try:
-                with _quiet_probe() if s.transactions == "auto" else contextlib.nullcontext():
+                with quiet_producer_probe() if s.transactions == "auto" else contextlib.nullcontext():
                     await asyncio.wait_for(producer.start(), s.send_timeout_s)
             except Exception as exc:
                 await producer.stop()

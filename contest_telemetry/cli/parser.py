@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from typing import NoReturn
 
 from contest_telemetry.exceptions import ConfigError
+from contest_telemetry.schema import contract
 
 __all__ = ["Parser", "iso_time_ms", "positive_float", "positive_int", "share"]
 
@@ -52,9 +52,6 @@ def iso_time_ms(flag: str, raw: str | None) -> float | None:
     if raw is None:
         return None
     try:
-        parsed = datetime.fromisoformat(raw.strip())
+        return contract.iso_time_ms(raw.strip())
     except ValueError:
         raise ConfigError(f"{flag}: not an ISO-8601 time: {raw!r} (e.g. 2026-05-01T12:00:00Z)") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp() * 1000.0

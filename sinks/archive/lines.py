@@ -10,12 +10,12 @@ JSON are skipped and counted: the stream worker sends them to the DLQ.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 
-from contest_telemetry.schema import ENVELOPE_MESSAGE, SchemaError, validate_event
+from contest_telemetry.schema import SchemaError, validate_event
+from contest_telemetry.schema.contract import envelope_of, iso_time_ms
 
 __all__ = ["Extracted", "Kind", "event_time_ms", "extract"]
 
@@ -37,14 +37,8 @@ def event_time_ms(timestamp: Any, fallback_ms: float) -> float:
     """Epoch ms of an ISO-8601 ``timestamp`` (naive = UTC), else ``fallback_ms``."""
     if isinstance(timestamp, str) and len(timestamp) <= 64:
         try:
-            parsed = datetime.fromisoformat(timestamp)
+            return iso_time_ms(timestamp, False)
         except ValueError:
-            return fallback_ms
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        try:
-            return parsed.timestamp() * 1000.0
-        except (OverflowError, OSError, ValueError):
             return fallback_ms
     return fallback_ms
 
@@ -75,12 +69,12 @@ def extract(kind: Kind, value: bytes | None, kafka_ms: float) -> Extracted:
         else:
             out.junk_records += 1
         return out
-    if isinstance(obj, dict) and obj.get("message") == ENVELOPE_MESSAGE:
-        events = obj.get("events")
-        if not isinstance(events, list):
+    envelope = envelope_of(obj)
+    if envelope is not None:
+        if envelope.events is None:
             out.invalid_events += 1
             return out
-        for item in events:
+        for item in envelope.events:
             _event_line(item, kafka_ms, out)
         return out
     _event_line(obj, kafka_ms, out)

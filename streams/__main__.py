@@ -1,4 +1,4 @@
-"""``python -m streams worker|bench ...``."""
+"""``python -m streams worker|ingest ...``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""streams/bench.py without a broker: the records of each form, the partitioner, targets, the
+"""benchmarks/stream without a broker: the records of each form, the partitioner, targets, the
 freshness quantile, sizes, the table and the JSON keys the benchmark promises."""
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams import bench
+from benchmarks.stream import cli, forms, kafka_io, live, report
 from streams.fastdecode import decode_events
 
 
 def _events(n: int = 400, hubs: int = 7) -> list[dict]:
     now = time.time() * 1000
-    return bench.generate(n, hubs, start_ms=now - 120_000, span_ms=60_000)
+    return forms.generate(n, hubs, start_ms=now - 120_000, span_ms=60_000)
 
 
 def test_single_form_is_one_valid_event_per_record_keyed_by_hub() -> None:
     events = _events()
-    records = bench.as_singles(events)
+    records = forms.as_singles(events)
     assert len(records) == len(events)
     for (key, value), ev in zip(records, events, strict=True):
         assert key == ev["hubId"].encode()
@@ -34,7 +34,7 @@ def test_single_form_is_one_valid_event_per_record_keyed_by_hub() -> None:
 
 def test_envelope_form_carries_the_same_events_per_hub() -> None:
     events = _events()
-    records = bench.as_envelopes(events, flush_every=50)
+    records = forms.as_envelopes(events, flush_every=50)
     assert len(records) < len(events)
     per_hub: Counter[str] = Counter()
     for key, value in records:
@@ -47,7 +47,7 @@ def test_envelope_form_carries_the_same_events_per_hub() -> None:
 
 def test_generated_event_times_are_the_recent_ones_asked_for() -> None:
     now = time.time() * 1000
-    events = bench.generate(200, 5, start_ms=now - 120_000, span_ms=60_000)
+    events = forms.generate(200, 5, start_ms=now - 120_000, span_ms=60_000)
     times = [decode_events(orjson.dumps(ev)).times[0] for ev in events]
     assert all(t is not None and now - 130_000 < t < now for t in times)
     assert [ev["timestamp"] for ev in events] == sorted(ev["timestamp"] for ev in events)
@@ -59,23 +59,23 @@ def test_partition_of_matches_the_default_partitioner(partitions: int) -> None:
     ids = list(range(partitions))
     for hub in (f"hub-{i}" for i in range(60)):
         key = hub.encode()
-        assert bench._partition_of(key, partitions) == default(key, ids, ids)
+        assert kafka_io.partition_of(key, partitions) == default(key, ids, ids)
 
 
 def test_quantile_is_the_nearest_rank() -> None:
     values = sorted(float(v) for v in range(1, 101))
-    assert bench._quantile(values, 0.5) == 50.0
-    assert bench._quantile(values, 0.99) == 99.0
-    assert bench._quantile([7.0], 0.99) == 7.0
+    assert live.quantile(values, 0.5) == 50.0
+    assert live.quantile(values, 0.99) == 99.0
+    assert live.quantile([7.0], 0.99) == 7.0
 
 
 def test_targets_are_judged_in_their_direction() -> None:
-    meets = bench._meets(
+    meets = report.meets_targets(
         "single",
         {"vs_ceiling": 0.3, "changelog_vs_event_size": 2.5, "freshness_p99_at_80pct_ms": None},
     )
     assert meets == {"vs_ceiling": True, "changelog_vs_event_size": False, "freshness_p99_at_80pct_ms": None}
-    meets = bench._meets(
+    meets = report.meets_targets(
         "envelope", {"vs_ceiling": 0.4, "vs_faust": 12.0, "freshness_p99_at_80pct_ms": 900.0}
     )
     assert meets == {"vs_ceiling": False, "vs_faust": True, "freshness_p99_at_80pct_ms": True}
@@ -83,18 +83,18 @@ def test_targets_are_judged_in_their_direction() -> None:
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    cli.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
 def test_form_defaults_to_both_and_quick_shrinks_the_sizes() -> None:
     args = _args()
     assert args.form == "both"
-    assert bench._size(args, "events") == bench.DEFAULTS["events"]
+    assert cli.size_of(args, "events") == cli.DEFAULTS["events"]
     quick = _args("--quick")
-    assert bench._size(quick, "events") == bench.QUICK["events"]
-    assert bench._size(quick, "step_s") == bench.QUICK["step_s"]
-    assert bench._size(_args("--quick", "--events", "123"), "events") == 123
+    assert cli.size_of(quick, "events") == cli.QUICK["events"]
+    assert cli.size_of(quick, "step_s") == cli.QUICK["step_s"]
+    assert cli.size_of(_args("--quick", "--events", "123"), "events") == 123
     assert _args("--form", "single").form == "single"
 
 
@@ -113,10 +113,10 @@ def _form_result(form: str, **over: object) -> dict:
         "max_sustainable_stop": "freshness p99 > 1 s",
         "freshness_p99_at_80pct_ms": 420.0,
         "lost_events": [{"attempt": 1, "applied": 90, "expected": 100}],
-        "targets": bench.TARGETS[form],
+        "targets": report.TARGETS[form],
     }
     r.update(over)
-    r["meets"] = bench._meets(form, r)
+    r["meets"] = report.meets_targets(form, r)
     return r
 
 
@@ -131,7 +131,7 @@ def test_table_has_a_row_per_form_and_survives_missing_figures(capsys: pytest.Ca
             "envelope": _form_result("envelope", events_per_s=None, vs_ceiling=None, vs_faust=None),
         },
     }
-    bench._print_table(result)
+    report.print_table(result)
     err = capsys.readouterr().err
     assert "single" in err and "envelope" in err
     assert "(lost 10)" in err
@@ -147,4 +147,4 @@ def test_live_keys_cover_what_the_live_phase_returns() -> None:
         "live_changelog_bytes_per_event",
         "live_events_per_ingested_record",
     ):
-        assert key in bench.LIVE_KEYS
+        assert key in live.LIVE_KEYS

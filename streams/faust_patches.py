@@ -1,9 +1,37 @@
-"""Three corrections to faust-streaming 0.15 the worker applies at start (each once per process),
-and the faust internals the worker reads from other threads (:func:`built`,
-:func:`recovery_completed`): checked against faust-streaming 0.15.3.
+"""The faust boundary: the one module that touches faust-streaming's (and, through it, aiokafka's)
+internals, checked against faust-streaming 0.15.3 (:data:`FAUST_VERSIONS`, the range pinned in
+pyproject.toml and checked by ``tests/streams/test_faust_patches.py``). It holds three corrections
+to faust the worker applies at start (each once per process, :func:`apply`), the faust internals
+the worker reads from other threads (:func:`built`, :func:`recovery_completed`,
+:func:`assigned_partitions`), and the few it uses from faust's loop (:func:`kafka_producer`,
+:func:`rebalancing`, :func:`partition_view`, :func:`refetch`, :func:`chain_agent_error`).
+Everything else under ``streams/`` uses faust's public API only.
 
 Each patch replaces one small method of a faust class; each is tested on its own in
 ``tests/streams/test_faust_patches.py`` so an upgrade that changes the patched code shows up there.
+
+At-least-once delivery
+----------------------
+The worker's state holds, per input partition, the last source offset it applied
+(``PartState.applied``); offsets at or below it are skipped, so applying a record twice is
+harmless and the state, not faust's committed offset, says where reading must go on. Three parts
+make sure every record reaches the state at least once; docs/known-issues.md has the faust bugs
+behind them and how they were found.
+
+1. The commit never gets ahead of the state (this module). faust commits source offsets right
+   after ``producer.flush()``; :func:`complete_producer_flush` makes that flush wait for every
+   changelog write, and :func:`check_outputs_before_commit` makes it write the staged state first
+   (streams/apply.py) and raise, so nothing is committed, when an output was not stored.
+2. A record the stream skips is read again (:mod:`streams.reread`). When faust's stream yields a
+   record beyond ``applied + 1`` (records dropped on recovery, a commit over an unprocessed head),
+   the agent reads the missing offsets with a consumer of its own and applies them first.
+3. A partition faust stops delivering is sought again (:mod:`streams.watchdog`). A timer notices
+   an owned partition with records waiting and nothing applied for ``CT_WORKER_STALL_S`` and seeks
+   it to the state's next offset (:func:`refetch`); re-delivered records the state already applied
+   are skipped, and records retention deleted before they were read are logged and counted.
+
+streams/app.py wires the three: the agent checks (2) before each record, the timer runs (3), and
+faust's own flush runs (1) before every commit, rebalance and shutdown.
 """
 
 from __future__ import annotations
@@ -11,20 +39,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = [
+    "FAUST_VERSIONS",
     "FETCH_MAX_WAIT_MS",
     "FLUSH_WARN_EVERY_S",
     "apply",
+    "assigned_partitions",
     "built",
+    "chain_agent_error",
     "check_outputs_before_commit",
     "complete_producer_flush",
+    "kafka_producer",
+    "partition_view",
+    "rebalancing",
     "recovery_completed",
+    "refetch",
     "short_fetch_wait",
 ]
 
 log = logging.getLogger(__name__)
+
+FAUST_VERSIONS = ">=0.15.3,<0.16"
+"""The faust-streaming releases this module was checked against (pyproject.toml pins the same)."""
 
 FLUSH_WARN_EVERY_S = 10.0
 
@@ -159,3 +198,61 @@ def recovery_completed(app: Any) -> bool:
     """Whether faust's table recovery finished (``TableManager._recovery``, never built here)."""
     recovery = getattr(built(app, "tables"), "_recovery", None)
     return recovery is not None and bool(recovery.completed.is_set())
+
+
+def assigned_partitions(app: Any, topic: str) -> set[int] | None:
+    """The partitions of ``topic`` faust's assignor gave this worker, None before it has any.
+    Read from the exporter's threads: never builds the assignor there (see :func:`built`)."""
+    assignor = built(app, "assignor")
+    if assignor is None:
+        return None
+    try:
+        return {tp.partition for tp in assignor.assigned_actives() if tp.topic == topic}
+    except Exception:  # not started yet
+        return None
+
+
+# -- faust internals used from faust's event loop --------------------------------------------------
+def kafka_producer(producer: Any) -> Any:
+    """The aiokafka producer under faust's ``producer`` (the one faust flushes before it commits)."""
+    return producer._ensure_producer()
+
+
+def rebalancing(app: Any) -> bool:
+    """Whether faust is rebalancing or recovering tables: partition ownership may be changing."""
+    return bool(getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
+
+
+def partition_view(consumer: Any, tp: Any) -> dict[str, Any]:
+    """faust's view of one partition of its consumer, for a log line."""
+    return {
+        "active": tp in (getattr(consumer, "_active_partitions", None) or ()),
+        "buffered": tp in getattr(consumer, "_buffered_partitions", ()),
+        "paused": tp in getattr(consumer, "_paused_partitions", ()),
+        "flow_active": getattr(consumer, "flow_active", None),
+    }
+
+
+async def refetch(consumer: Any, tp: Any, offset: int) -> None:
+    """Put ``tp`` back into faust's fetch set (a no-op when it is there), then seek it to ``offset``
+    in faust's consumer thread, which also resets faust's read offset for the partition. Flow
+    control is left alone: resuming it clears every agent queue."""
+    getattr(consumer, "_buffered_partitions", set()).discard(tp)
+    consumer.resume_partitions({tp})
+    await consumer.seek_wait({tp: offset})
+
+
+AgentErrorHook = Callable[[Any, BaseException], Awaitable[None]]
+
+
+def chain_agent_error(agent: Any, first: AgentErrorHook) -> None:
+    """Make ``agent`` call ``first`` when it crashes, then the hook faust gave it (the consumer's
+    task-error hook, which faust passes to every agent as ``on_error``)."""
+    faust_on_error = agent._on_error
+
+    async def on_agent_error(crashed: Any, exc: BaseException) -> None:
+        await first(crashed, exc)
+        if faust_on_error is not None:
+            await faust_on_error(crashed, exc)
+
+    agent._on_error = on_agent_error

@@ -21,6 +21,9 @@ engine, so reading again is always safe: the committed offset is only where read
 
 Offsets absent from the log (transaction markers, records removed by retention) are simply not
 returned; :class:`RangeReader` reports how many records it found so the worker counts the rest.
+
+One of the three parts of the worker's at-least-once delivery, described together in
+:mod:`streams.faust_patches` ("At-least-once delivery").
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ topic's retention). Records below the log start are not waiting: they are gone. 
 reports such a range once per partition and log start (the app logs and counts it), and the
 position used to decide a stall moves to the log start, so a partition whose waiting records were
 all deleted is not sought again every ``stall_s`` for good.
+
+One of the three parts of the worker's at-least-once delivery, described together in
+:mod:`streams.faust_patches` ("At-least-once delivery"), which also holds the seek
+(``refetch``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contest_telemetry.exceptions import ContestTelemetryError
+from contest_telemetry.cli.errors import command_name, run_reported
+from contest_telemetry.cli.parser import Parser
 from contest_telemetry.logs import check_log_settings, configure_logging
 from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
 from contest_telemetry.topics import ensure_topics, pipeline_topics
@@ -198,21 +199,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streams")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """``python -m streams worker|ingest``: the stream stages without the ``contest-telemetry``
+    dispatcher around them, through its error path and exit codes."""
+    parser = Parser(prog="python -m streams")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_parser(sub)
-    from streams import bench
-
-    bench.add_parser(sub)
     from streams import ingest_cli
 
     ingest_cli.add_parser(sub)
-    args = parser.parse_args(argv)
-    try:
+    words = list(sys.argv[1:] if argv is None else argv)
+
+    def call() -> int:
+        args = parser.parse_args(words)
         check_log_settings()
         if not logging.getLogger().handlers:  # the stage logs its progress at INFO
             configure_logging(logging.INFO if args.command == "ingest" else logging.WARNING)
         return int(args.func(args))
-    except ContestTelemetryError as exc:  # e.g. CT_LOG_FORMAT, an exporter port in use
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
-        return 1
+
+    return run_reported(command_name(words, ("worker", "ingest"), "streams"), call)

@@ -2,7 +2,8 @@
 
 Settings come from the environment (``KAFKA_*``, ``CT_TOPIC_*``, ``CT_INGEST_*``); the flags
 override the most used ones. SIGTERM / SIGINT finish the poll in hand, commit it and exit 0; a send
-or commit that fails exits 1 with one line.
+or commit that fails exits 1 with one ``ingest: <message>`` line (the dispatcher's error path,
+:func:`contest_telemetry.cli.errors.run_reported`).
 """
 
 from __future__ import annotations
@@ -11,20 +12,13 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from typing import Any
 
-from aiokafka.errors import KafkaError
-from pydantic import ValidationError
-
-from contest_telemetry.exceptions import ContestTelemetryError
 from contest_telemetry.logs import configure_logging
-from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
+from contest_telemetry.settings import KafkaSettings, TopicSettings
 from contest_telemetry.topics import ensure_topics, pipeline_topics
 
 __all__ = ["add_parser", "run", "run_stage"]
-
-PROG = "contest-telemetry"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -60,25 +54,10 @@ async def run_stage(kafka: KafkaSettings, topics: TopicSettings, settings: Any) 
 def run(args: argparse.Namespace) -> int:
     from streams.settings import IngestSettings
 
-    try:
-        settings = IngestSettings(**({"group_id": args.group_id} if args.group_id else {}))
-        kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
-        topics = TopicSettings(**({"partitions": args.partitions} if args.partitions else {}))
-    except ValidationError as exc:
-        print(f"{PROG}: {settings_error_line(exc)}", file=sys.stderr)
-        return 1
+    settings = IngestSettings(**({"group_id": args.group_id} if args.group_id else {}))
+    kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
+    topics = TopicSettings(**({"partitions": args.partitions} if args.partitions else {}))
     if not logging.getLogger().handlers:  # python -m streams ingest: progress at INFO
-        try:
-            configure_logging(logging.INFO)
-        except ContestTelemetryError as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            return 1
-    try:
-        asyncio.run(run_stage(kafka, topics, settings))
-    except ContestTelemetryError as exc:
-        print(f"{PROG}: ingest: {exc}", file=sys.stderr)
-        return 1
-    except KafkaError as exc:  # e.g. no broker answers at start
-        print(f"{PROG}: ingest: {exc!r}", file=sys.stderr)
-        return 1
+        configure_logging(logging.INFO)
+    asyncio.run(run_stage(kafka, topics, settings))
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from contest_telemetry.broker import ENGINES, make_broker
 from contest_telemetry.broker.apache import kafka_version
+from contest_telemetry.cli.errors import EXIT_NOT_RUNNING, EXIT_OK
 from contest_telemetry.exceptions import ConfigError
 
 __all__ = ["add_parser", "run", "state_path"]
@@ -147,7 +148,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{state['engine']} broker running at {state['bootstrap']} (pid {state['pid']})")
     else:
         print("no broker running")
-    return 0 if running else 3
+    return EXIT_OK if running else EXIT_NOT_RUNNING
 
 
 def run(args: argparse.Namespace) -> int:

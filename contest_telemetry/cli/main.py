@@ -1,7 +1,32 @@
-"""``contest-telemetry``: one command with a subcommand per job.
+"""``contest-telemetry``: one command with a subcommand per job, and the one dispatcher of them all.
 
-Errors the user can fix (bad flags, bad config, a broker that cannot start) print one line,
-``contest-telemetry: <message>``, and exit 1.
+Every subcommand (``monitor`` included) is parsed here and runs through one error path
+(:func:`contest_telemetry.cli.errors.run_reported`; the standalone entry points ``python -m
+sinks.archive`` and ``python -m streams`` use it too). An error the user can act on -- a bad flag
+or setting, no broker answering, a Kafka or storage error -- is one line ``<command>: <message>``
+on stderr (``contest-telemetry: <message>`` before a subcommand is chosen). Only the project's
+own errors (``contest_telemetry/exceptions.py`` and each stage's ``exceptions.py``), a settings
+class's ``ValidationError``, Kafka errors and ``OSError`` become that line; any other exception is
+a bug and ends with its traceback.
+
+Exit codes (README.md, "Exit codes"; ``tests/contest_telemetry/test_exit_codes.py`` checks each):
+
+====  ===========================================================================================
+code  meaning
+====  ===========================================================================================
+0     done (``monitor``: also when a budget is breached, unless ``--fail-on-breach``)
+1     an error, with one line on stderr: a bad flag or setting (the line names it), no broker
+      answered, a Kafka or storage error, ``archive verify`` found problems, ``archive replay``
+      refused a target, ``loadgen`` could not publish every event, a worker stopped on an error;
+      also a bug, then with a Python traceback instead of the one line
+2     ``monitor --fail-on-breach``: a budget is breached
+3     ``broker status``: no broker is running
+130   interrupted (Ctrl-C)
+====  ===========================================================================================
+
+``monitor`` keeps the existing tool's contract (``../shared/mission/contract.md``): 0, or 1 with
+one ``monitor: <message>`` line for any error; an unexpected exception inside it is reported as
+``monitor: internal error: <type>: <message>``, never as a user error.
 """
 
 from __future__ import annotations
@@ -14,12 +39,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
+from contest_telemetry.cli.errors import command_name, run_reported
 from contest_telemetry.cli.parser import Parser
-from contest_telemetry.exceptions import ContestTelemetryError
+from contest_telemetry.exceptions import ConfigError
 from contest_telemetry.logs import check_log_settings, configure_logging
-from contest_telemetry.settings import settings_error_line
 
 __all__ = ["main"]
 
@@ -35,7 +58,7 @@ _COMMANDS: dict[str, str] = {
     "ingest": "streams.ingest_cli",
     "archive": "sinks.archive.cli",
     "dlq": "sinks.dlq.cli",
-    "bench": "contest_telemetry.cli.bench",
+    "monitor": "sinks.monitor.cli",
 }
 
 
@@ -52,8 +75,11 @@ def build_parser() -> Parser:
     for _name, module in _COMMANDS.items():
         if _available(module):
             importlib.import_module(module).add_parser(sub)
-    sub.add_parser("monitor", help="summarise contest telemetry NDJSON against the budgets", add_help=False)
     return parser
+
+
+# The monitor prints the existing tool's output and nothing else, whatever CT_LOG_FORMAT says.
+_NO_LOGGING = frozenset({"monitor"})
 
 
 # Settings a command reads only later (in a child process, or once connected): read here first, so
@@ -71,67 +97,43 @@ def _check_later_settings(command: str) -> None:
         getattr(importlib.import_module(module), name)()
 
 
-def _archive_preflight(args: argparse.Namespace) -> int | None:
+def _archive_preflight(args: argparse.Namespace) -> None:
     """``archive run`` connects in ``sinks/archive``, whose error path reports the first failed
-    bootstrap at once: wait for the brokers here first, with the bounded retry every command that
-    connects has (``ensure_topics`` gives it to worker, ingest and loadgen). The archive's own
-    conventions: ``archive: <line>``, exit 2 for a bad setting, 1 when no broker answers. Returns
-    the exit code, or None to go on (also when the archive's own configuration check fails: it
-    then reports that itself, before anything connects)."""
+    bootstrap at once: check its flags and settings, then wait for the brokers here first, with
+    the bounded retry every command that connects has (``ensure_topics`` gives it to worker,
+    ingest and loadgen). Raises the error to report."""
     if args.command != "archive" or getattr(args, "archive_command", None) != "run":
-        return None
-    from contest_telemetry.settings import KafkaSettings, TopicSettings
+        return
     from contest_telemetry.topics import wait_for_brokers
 
-    try:
-        kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
-        TopicSettings()
-    except ValidationError as exc:  # one line naming the variable (KAFKA_SSL_CAFILE, ...)
-        print(f"archive: {settings_error_line(exc)}", file=sys.stderr)
-        return 2
-    check = getattr(importlib.import_module(_COMMANDS["archive"]), "_settings", None)
-    if check is not None:
-        try:
-            check(args)
-        except Exception:
-            return None
-    try:
-        asyncio.run(wait_for_brokers(kafka))
-    except ContestTelemetryError as exc:
-        print(f"archive: {exc}", file=sys.stderr)
-        return 1
-    return None
+    archive_run, _ = importlib.import_module(_COMMANDS["archive"])._settings(args)
+    asyncio.run(wait_for_brokers(archive_run.kafka))
+
+
+def _dispatch(argv: list[str]) -> int:
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    module = importlib.import_module(_COMMANDS[args.command])
+    if extras:
+        # A command may word its own refusal of them (the monitor keeps the existing tool's).
+        unknown = getattr(module, "unknown_arguments", None)
+        raise (
+            unknown(extras)
+            if unknown is not None
+            else ConfigError(f"unrecognized arguments: {' '.join(extras)}")
+        )
+    if args.command not in _NO_LOGGING:
+        check_log_settings()  # an unknown CT_LOG_FORMAT stops the command before anything else
+        # The one logging set-up of every command (contest_telemetry/logs.py, CT_LOG_FORMAT).
+        configure_logging(logging.INFO if args.verbose else logging.WARNING)
+    _check_later_settings(args.command)
+    _archive_preflight(args)
+    return int(module.run(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["monitor"]:
-        # The monitor keeps the existing tool's exact flags, messages and exit codes.
-        from sinks.monitor.cli import main as monitor_main
-
-        return monitor_main(args_list[1:])
-    try:
-        check_log_settings()  # an unknown CT_LOG_FORMAT stops every command before anything else
-        args = build_parser().parse_args(args_list)
-        # The one logging set-up of every command (contest_telemetry/logs.py, CT_LOG_FORMAT).
-        configure_logging(logging.INFO if args.verbose else logging.WARNING)
-        _check_later_settings(args.command)
-        failed = _archive_preflight(args)
-        if failed is not None:
-            return failed
-        module = importlib.import_module(_COMMANDS[args.command])
-        return int(module.run(args))
-    except ContestTelemetryError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    except ValidationError as exc:
-        print(f"{PROG}: {settings_error_line(exc)}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_reported(command_name(args, list(_COMMANDS), PROG), lambda: _dispatch(args))
 
 
 if __name__ == "__main__":

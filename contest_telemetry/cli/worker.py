@@ -6,14 +6,9 @@ exporter implements and reads, and never imports a sink."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from pydantic import ValidationError
-
 from contest_telemetry.logs import announce
-from contest_telemetry.settings import settings_error_line
-from streams.exceptions import StreamsConfigError
 
 __all__ = ["run_with_exporter"]
 
@@ -27,13 +22,9 @@ def run_with_exporter(args: argparse.Namespace) -> int:
     from streams.cli import run_worker, settings_from_args
     from streams.health import WorkerHealth
 
-    try:
-        settings, kafka, topics = settings_from_args(args)
-        exporter = ExporterSettings()
-    except (StreamsConfigError, ValidationError) as exc:
-        line = settings_error_line(exc) if isinstance(exc, ValidationError) else str(exc)
-        print(f"worker: {line.splitlines()[0]}", file=sys.stderr)
-        return 1
+    # A bad setting raises; the dispatcher's error path makes it one line naming the variable.
+    settings, kafka, topics = settings_from_args(args)
+    exporter = ExporterSettings()
     counters = PipelineCounters(
         hubs=LabelCap(
             exporter.max_hubs, max_length=exporter.max_label_length, idle_ticks=exporter.hub_idle_scrapes

@@ -10,8 +10,9 @@ and counted (``gaps`` in the progress line and the ``--json`` stats).
 ``archive verify DIR`` checks every file against the manifest and the offsets' continuity; a gap
 recorded by the archiver fails it unless ``--allow-gaps``.
 
-Exit codes: 0 ok; 1 ``verify`` found problems, or ``run`` failed; 2 bad flags or configuration
-(one ``archive: <message>`` line on stderr).
+Exit codes (the table of every command: README.md, "Exit codes"): 0 ok; 1 with one
+``archive: <message>`` line on stderr for a bad flag or setting or a failed ``run`` or
+``replay``, and 1 when ``verify`` found problems (listed on stdout).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ import sys
 from typing import IO, Any
 
 import orjson
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from contest_telemetry.cli.errors import EXIT_ERROR, EXIT_OK, run_reported
 from contest_telemetry.cli.parser import Parser
 from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
 from contest_telemetry.logs import announce, configure_logging, line_stream
-from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
+from contest_telemetry.settings import KafkaSettings, TopicSettings
 from sinks.archive.lines import Kind
 from sinks.archive.metrics import ArchiverExporterSettings, start_archive_exporter
 from sinks.archive.replay import add_replay_arguments
@@ -39,12 +40,9 @@ from sinks.archive.storage import is_url, open_storage
 from sinks.archive.store import ArchiveStore
 from sinks.archive.verify import VerifyReport, verify_archive
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "PROG", "add_parser", "main", "run"]
+__all__ = ["PROG", "add_parser", "main", "run"]
 
 PROG = "archive"
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
 
 
 def _positive_float(flag: str, raw: str | None) -> float | None:
@@ -143,15 +141,11 @@ def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
         overrides["events_topic"] = args.events_topic
     if args.records_topic is not None:
         overrides["records_topic"] = args.records_topic
-    try:
-        settings = ArchiveSettings(**overrides)
-        s3_settings = ArchiveS3Settings() if is_url(settings.dir) else None
-        kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap is not None else {}))
-        topic_names = TopicSettings()
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise ConfigError(f"{where}: {first['msg']}") from None
+    # A ValidationError names the variable through the one error path (settings_error_line).
+    settings = ArchiveSettings(**overrides)
+    s3_settings = ArchiveS3Settings() if is_url(settings.dir) else None
+    kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap is not None else {}))
+    topic_names = TopicSettings()
     if not kafka.bootstrap_servers.strip():
         raise ConfigError("--bootstrap / KAFKA_BOOTSTRAP_SERVERS must not be empty")
     topics: dict[str, Kind] = {}
@@ -194,21 +188,10 @@ def _settings(args: argparse.Namespace) -> tuple[ArchiveRun, bool]:
 
 
 def _run_archive(args: argparse.Namespace, out: IO[str]) -> int:
-    try:
-        archive_run, as_json = _settings(args)
-        exporter_settings = ArchiverExporterSettings()
-    except ConfigError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ValidationError as error:
-        print(f"{PROG}: {settings_error_line(error)}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        # Before anything connects: a port in use stops the run at once with one line.
-        exporter = start_archive_exporter(archive_run, exporter_settings)
-    except ContestTelemetryError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    archive_run, as_json = _settings(args)
+    exporter_settings = ArchiverExporterSettings()
+    # Before anything connects: a port in use stops the run at once with one line.
+    exporter = start_archive_exporter(archive_run, exporter_settings)
     if exporter is not None:
         announce(__name__, f"{PROG}: metrics at {exporter.url} (health: /healthz, /readyz)")
     try:
@@ -219,17 +202,6 @@ def _run_archive(args: argparse.Namespace, out: IO[str]) -> int:
                 f"{PROG}: removed {len(archive_run.store.removed)} unlisted chunk file(s) left by a crash",
             )
         stats = run_archiver(archive_run)
-    except ContestTelemetryError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except Exception as error:  # a Kafka error, ...: one line, not a traceback
-        text = str(error)
-        name = type(error).__name__
-        print(f"{PROG}: {text if text.startswith(name) else f'{name}: {text}'}", file=sys.stderr)
-        return EXIT_FAILED
     finally:
         if exporter is not None:
             exporter.stop()
@@ -279,38 +251,21 @@ def _render(report: VerifyReport, out: IO[str]) -> None:
 def _verify(args: argparse.Namespace, out: IO[str]) -> int:
     try:
         report = verify_archive(args.directory, allow_gaps=bool(args.allow_gaps))
-    except ValidationError as error:
-        print(f"{PROG}: {settings_error_line(error)}", file=sys.stderr)
-        return EXIT_CONFIG
     except (OSError, ContestTelemetryError) as error:
-        print(f"{PROG}: cannot verify {args.directory}: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+        raise ContestTelemetryError(f"cannot verify {args.directory}: {error}") from error
     if args.json:
         out.write(orjson.dumps(report.as_dict()).decode() + "\n")
         out.flush()
     else:
         _render(report, out)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return EXIT_OK if report.ok else EXIT_ERROR
 
 
 def _replay(args: argparse.Namespace, out: IO[str]) -> int:
     from sinks.archive.replay import build_job, render_stats, replay
 
-    try:
-        job = build_job(args, line_stream("sinks.archive.replay"))  # CT_LOG_FORMAT=json: JSON lines
-    except ConfigError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        stats = replay(job)
-    except (ContestTelemetryError, OSError) as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except Exception as error:  # a Kafka error, ...: one line, not a traceback
-        text = str(error)
-        name = type(error).__name__
-        print(f"{PROG}: {text if text.startswith(name) else f'{name}: {text}'}", file=sys.stderr)
-        return EXIT_FAILED
+    job = build_job(args, line_stream("sinks.archive.replay"))  # CT_LOG_FORMAT=json: JSON lines
+    stats = replay(job)
     if args.json:
         out.write(orjson.dumps(stats.as_dict()).decode() + "\n")
         out.flush()
@@ -320,14 +275,11 @@ def _replay(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def run(args: argparse.Namespace, *, stdout: IO[str] | None = None) -> int:
-    """Dispatch ``archive run|verify|replay`` for parsed arguments; returns the exit code."""
+    """Dispatch ``archive run|verify|replay`` for parsed arguments; returns the exit code, raises
+    the error to report (:func:`contest_telemetry.cli.errors.run_reported`)."""
     out = stdout if stdout is not None else sys.stdout
     if not logging.getLogger().handlers:
-        try:
-            configure_logging(logging.WARNING, text_format=f"{PROG}: %(message)s")
-        except ConfigError as error:
-            print(f"{PROG}: {error}", file=sys.stderr)
-            return EXIT_CONFIG
+        configure_logging(logging.WARNING, text_format=f"{PROG}: %(message)s")
         # aiokafka logs every failed connection attempt; the error that ends the run is printed once.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     command = getattr(args, "archive_command", None)
@@ -337,19 +289,11 @@ def run(args: argparse.Namespace, *, stdout: IO[str] | None = None) -> int:
         return _verify(args, out)
     if command == "replay":
         return _replay(args, out)
-    print(f"{PROG}: choose a command: run, verify or replay", file=sys.stderr)
-    return EXIT_CONFIG
+    raise ConfigError("choose a command: run, verify or replay")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point (``python -m sinks.archive run|verify ...``)."""
     parser = Parser(prog=PROG, description=__doc__, allow_abbrev=False)
     _add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except ConfigError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except SystemExit as done:  # --help
-        return done.code if isinstance(done.code, int) else EXIT_OK
-    return run(args)
+    return run_reported(PROG, lambda: run(parser.parse_args(argv)))

@@ -10,7 +10,8 @@ Selection (every condition given must hold): ``--reason`` and ``--hub`` (repeata
 / ``--until`` (ISO-8601, when the dead letter was written), ``--partition`` (repeatable),
 ``--from-offset`` / ``--to-offset`` (inclusive). A read stops at each partition's end as it was
 when it started, and after ``--max`` dead letters (CT_DLQ_MAX_RECORDS); ``nextOffsets`` says where
-to go on. Exit codes: 0 done; 1 a bad flag (one line) or a Kafka error.
+to go on. Exit codes (README.md, "Exit codes"): 0 done; 1 a bad flag or setting, or a Kafka
+error (one ``dlq: <message>`` line).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from contest_telemetry.cli.parser import Parser, iso_time_ms, positive_int
-from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
-from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
+from contest_telemetry.exceptions import ConfigError
+from contest_telemetry.settings import KafkaSettings, TopicSettings
 from sinks.dlq.settings import DlqToolSettings
 
 __all__ = ["add_parser", "run"]
@@ -205,23 +206,13 @@ def run(args: argparse.Namespace, *, stdout: IO[str] | None = None) -> int:
     out = stdout if stdout is not None else sys.stdout
     if getattr(args, "dlq_command", None) not in ("inspect", "redrive"):
         raise ConfigError("choose a dlq command: inspect or redrive")
-    try:
-        kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap is not None else {}))
-        topics = TopicSettings()
-        # The flags go through the settings' own bounds (CT_DLQ_MAX_RECORDS, CT_DLQ_SAMPLES).
-        flags = {"max_records": args.max, "samples": getattr(args, "samples", None)}
-        settings = DlqToolSettings(**{k: v for k, v in flags.items() if v is not None})
-    except ValidationError as error:
-        raise ConfigError(settings_error_line(error)) from None
-    try:
-        data = asyncio.run(_run(args, kafka, topics, settings))
-    except ContestTelemetryError:
-        raise
-    except Exception as error:  # a Kafka error, ...: one line, not a traceback
-        text = str(error)
-        name = type(error).__name__
-        print(f"{PROG}: {text if text.startswith(name) else f'{name}: {text}'}", file=sys.stderr)
-        return 1
+    # A ValidationError or a Kafka error is one line through the dispatcher's error path.
+    kafka = KafkaSettings(**({"bootstrap_servers": args.bootstrap} if args.bootstrap is not None else {}))
+    topics = TopicSettings()
+    # The flags go through the settings' own bounds (CT_DLQ_MAX_RECORDS, CT_DLQ_SAMPLES).
+    flags = {"max_records": args.max, "samples": getattr(args, "samples", None)}
+    settings = DlqToolSettings(**{k: v for k, v in flags.items() if v is not None})
+    data = asyncio.run(_run(args, kafka, topics, settings))
     if args.json:
         out.write(orjson.dumps(data).decode() + "\n")
         out.flush()

@@ -1,8 +1,8 @@
 """``contest-telemetry monitor``: summarise contest telemetry NDJSON against DES-BENCH-01.
 
-Exit codes: 0 on success (also when a budget is breached, as the JavaScript monitor
-did), 1 with one ``monitor: <message>`` line on stderr for any error, 2 when
-``--fail-on-breach`` is given and a budget is breached.
+Exit codes (the table of every command: README.md, "Exit codes"): 0 on success (also when a
+budget is breached, as the JavaScript monitor did), 1 with one ``monitor: <message>`` line on
+stderr for any error, 2 when ``--fail-on-breach`` is given and a budget is breached.
 
 Lines longer than --max-line-bytes (default 1 MiB) or nested deeper than 1024 levels,
 manifest lines that are not archive entries and corrupt files of an archive directory
@@ -23,6 +23,7 @@ from typing import IO, Any, BinaryIO
 
 from rich.console import Console
 
+from contest_telemetry.cli.errors import EXIT_BREACHED, EXIT_ERROR, EXIT_OK, run_reported
 from contest_telemetry.cli.parser import Parser
 from contest_telemetry.exceptions import ConfigError
 from sinks.monitor.inputs import DEFAULT_MAX_LINE_BYTES, InputError, Skips, open_lines
@@ -35,12 +36,9 @@ from sinks.monitor.summary import (
     parse_time_ms,
 )
 
-__all__ = ["EXIT_BREACHED", "EXIT_ERROR", "EXIT_OK", "PROG", "add_parser", "main", "run"]
+__all__ = ["EXIT_BREACHED", "EXIT_ERROR", "EXIT_OK", "PROG", "add_parser", "main", "run", "unknown_arguments"]
 
 PROG = "monitor"
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BREACHED = 2
 
 _FORMATS = ("text", "json", "table")
 # A plain decimal: Python's float() would also take "inf", "nan" and "1_000".
@@ -90,6 +88,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_arguments(parser)
     parser.set_defaults(func=run)
     return parser
+
+
+def unknown_arguments(extras: list[str]) -> ConfigError:
+    """The existing tool's refusal of arguments it does not know (only the first is named)."""
+    kind = "unknown argument" if extras[0].startswith("-") else "unexpected argument"
+    return ConfigError(f"{kind}: {extras[0]}")
 
 
 @dataclass(frozen=True)
@@ -261,14 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     """Standalone entry point (``python -m sinks.monitor``)."""
     parser = Parser(prog=PROG, description=__doc__, allow_abbrev=False)
     _add_arguments(parser)
-    try:
+
+    def call() -> int:
         args, extras = parser.parse_known_args(argv)
         if extras:
-            kind = "unknown argument" if extras[0].startswith("-") else "unexpected argument"
-            raise ConfigError(f"{kind}: {extras[0]}")
-    except ConfigError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except SystemExit as done:  # --help
-        return done.code if isinstance(done.code, int) else EXIT_OK
-    return run(args)
+            raise unknown_arguments(extras)
+        return run(args)
+
+    return run_reported(PROG, call)

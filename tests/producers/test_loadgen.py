@@ -118,5 +118,5 @@ def test_loadgen_bad_flag_is_one_line() -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "contest-telemetry: argument --breach-share: expected a share between 0 and 1, got '2'"
+        "loadgen: argument --breach-share: expected a share between 0 and 1, got '2'"
     ]

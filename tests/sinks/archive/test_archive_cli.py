@@ -72,15 +72,15 @@ def test_verify_subprocess_and_bad_dir(tmp_path: Path) -> None:
     done = subprocess.run(verify_command(tmp_path), cwd=REPO, capture_output=True, check=False)
     assert done.returncode == 0, done.stderr
     missing = subprocess.run(verify_command(tmp_path / "nope"), cwd=REPO, capture_output=True, check=False)
-    assert missing.returncode == 2
+    assert missing.returncode == 1
     assert missing.stderr.decode().startswith("archive: cannot verify")
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--chunk-records", "0"], "chunk_records"),
-        (["run", "--chunk-records", "many"], "chunk_records"),
+        (["run", "--chunk-records", "0"], "CT_ARCHIVE_CHUNK_RECORDS='0'"),
+        (["run", "--chunk-records", "many"], "CT_ARCHIVE_CHUNK_RECORDS='many'"),
         (["run", "--stop-after-idle", "-1"], "--stop-after-idle"),
         (["run", "--events-topic", "", "--records-topic", ""], "nothing to archive"),
         (["run", "--events-topic", "x", "--records-topic", "x"], "must differ"),
@@ -89,10 +89,10 @@ def test_verify_subprocess_and_bad_dir(tmp_path: Path) -> None:
         ([], "choose a command"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line(
+def test_bad_flags_exit_1_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == 2
+    assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("archive: ") and message in err[0], err
 

@@ -15,9 +15,20 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "TopicSettings", "settings_error_line"]
+__all__ = [
+    "DEFAULT_DLQ_MAX_BYTES",
+    "DEFAULT_OUTPUT_MAX_MESSAGE_BYTES",
+    "KafkaSettings",
+    "TopicSettings",
+    "settings_class",
+    "settings_error_line",
+]
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# Dead letters are cut at 1 MiB (streams/dlq.py); the output topics are created with room for one
+# plus its key (the source record's, up to the input topic's limit) and headers.
+DEFAULT_DLQ_MAX_BYTES = 1024 * 1024
+DEFAULT_OUTPUT_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 
 
 def _check_host_port(entry: str) -> str | None:
@@ -178,6 +189,30 @@ class TopicSettings(BaseSettings):
     replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics this project creates."
     )
+    output_max_message_bytes: int = Field(
+        default=DEFAULT_OUTPUT_MAX_MESSAGE_BYTES,
+        ge=128 * 1024,
+        le=1024 * 1024 * 1024,
+        description="max.message.bytes of the dead-letter, records and windows topics when this project "
+        "creates them (existing topics are left as they are); keep it above CT_TOPIC_DLQ_MAX_BYTES.",
+    )
+    dlq_max_bytes: int = Field(
+        default=DEFAULT_DLQ_MAX_BYTES,
+        ge=64 * 1024,
+        description="Largest dead-letter value: beyond it the payload is replaced by its size, sha256 and "
+        "first 4 KiB (payloadTruncated, counted in contest_dlq_payloads_truncated_total). Must be below "
+        "CT_TOPIC_OUTPUT_MAX_MESSAGE_BYTES, which also holds the record's key and headers.",
+    )
+
+    @model_validator(mode="after")
+    def _dlq_fits(self) -> TopicSettings:
+        if self.dlq_max_bytes >= self.output_max_message_bytes:
+            raise ValueError(
+                f"CT_TOPIC_DLQ_MAX_BYTES ({self.dlq_max_bytes}) must be below "
+                f"CT_TOPIC_OUTPUT_MAX_MESSAGE_BYTES ({self.output_max_message_bytes}): a cut dead letter "
+                "must fit the dead-letter topic with its key and headers"
+            )
+        return self
 
     @field_validator("events", "dlq", "records", "windows", "ingested")
     @classmethod
@@ -192,19 +227,25 @@ class TopicSettings(BaseSettings):
         return {f"{prefix}{name.upper()}": str(getattr(self, name)) for name in type(self).model_fields}
 
 
+def settings_class(exc: ValidationError) -> type[BaseSettings] | None:
+    """The settings class ``exc`` is about, or None when it is about another model (a bug, not a
+    setting the user can fix). ``exc.title`` names the class."""
+    classes: list[type[BaseSettings]] = list(BaseSettings.__subclasses__())
+    while classes:
+        cls = classes.pop()
+        if cls.__name__ == exc.title:
+            return cls
+        classes.extend(cls.__subclasses__())
+    return None
+
+
 def settings_error_line(exc: ValidationError) -> str:
     """One line naming the environment variable (or flag) that is wrong and why.
 
     ``exc.title`` is the settings class; its env prefix turns ``window_s`` into ``CT_WORKER_WINDOW_S``.
     """
-    prefix = ""
-    classes: list[type[BaseSettings]] = list(BaseSettings.__subclasses__())
-    while classes:
-        cls = classes.pop()
-        if cls.__name__ == exc.title:
-            prefix = str(cls.model_config.get("env_prefix", ""))
-            break
-        classes.extend(cls.__subclasses__())
+    cls = settings_class(exc)
+    prefix = "" if cls is None else str(cls.model_config.get("env_prefix", ""))
     parts = []
     for error in exc.errors(include_url=False):
         field = ".".join(str(p) for p in error["loc"])

@@ -36,7 +36,6 @@ class BrokerUnreachableError(ContestTelemetryError):
 
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
-_OUTPUT_MAX = str(2 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -51,13 +50,15 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
     """Every topic the pipeline reads or writes, with the same partition count as the input so
     that a hub's events, records and windows stay on partitions of the same number."""
     rf, n = topics.replication_factor, topics.partitions
+    out_max = str(topics.output_max_message_bytes)
     return [
         TopicSpec(topics.events, n, rf),
         # Dead letters are evidence: keep them longer than the events themselves. Outputs get
-        # room for their largest value (a dead letter is cut at 1 MiB, streams/dlq.py).
-        TopicSpec(topics.dlq, n, rf, {"retention.ms": str(4 * _WEEK_MS), "max.message.bytes": _OUTPUT_MAX}),
-        TopicSpec(topics.records, n, rf, {"max.message.bytes": _OUTPUT_MAX}),
-        TopicSpec(topics.windows, n, rf, {"max.message.bytes": _OUTPUT_MAX}),
+        # room for their largest value (a dead letter is cut at CT_TOPIC_DLQ_MAX_BYTES, which the
+        # settings keep below this limit; streams/dlq.py).
+        TopicSpec(topics.dlq, n, rf, {"retention.ms": str(4 * _WEEK_MS), "max.message.bytes": out_max}),
+        TopicSpec(topics.records, n, rf, {"max.message.bytes": out_max}),
+        TopicSpec(topics.windows, n, rf, {"max.message.bytes": out_max}),
         # Same count as the input: a hub keyed by hubId lands on the same partition number.
         # A packed record is at most ~1 MB (CT_INGEST_MAX_BATCH_BYTES) but one source record is
         # never split, and its normalised events are up to ~1.5x its size: room for that.

@@ -10,15 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["CounterSink"]
+__all__ = ["DLQ_TRUNCATED", "INGEST_LOST_OFFSETS", "CounterSink"]
+
+# Not a dead-letter reason: the key under which the ingest stage reports, in the dead-letter counts
+# its packed records carry (streams/ingested.py), offsets of contest.events that retention deleted
+# before it read them. The worker passes every carried count to ``invalid``; a sink tells it apart.
+INGEST_LOST_OFFSETS = "ingest_lost_offsets"
+# Not a dead-letter reason either: the key under which the ingest stage carries how many of its dead
+# letters had their payload cut (streams/dlq.py); a sink counts it with ``dlq_truncated``.
+DLQ_TRUNCATED = "dlq_truncated"
 
 
 class CounterSink:
     def events(self, hub: str, type: str, n: int = 1) -> None:
         """``n`` events of ``type`` (short name) applied for ``hub``."""
 
+    def dlq_truncated(self, n: int = 1) -> None:
+        """``n`` dead letters whose payload was cut to ``CT_TOPIC_DLQ_MAX_BYTES`` (streams/dlq.py)."""
+
     def invalid(self, reason: str, n: int = 1) -> None:
-        """``n`` records or events dead-lettered for ``reason``."""
+        """``n`` records or events dead-lettered for ``reason``; with :data:`INGEST_LOST_OFFSETS`,
+        ``n`` input offsets the ingest stage found deleted by retention (nothing dead-lettered)."""
 
     def late(self, hub: str, n: int = 1) -> None:
         """``n`` events older than the watermark minus the grace."""

@@ -359,14 +359,31 @@ def decode_events(data: bytes | str | None) -> Decoded:
 def screen_event_times(
     decoded: Decoded, record_ms: float | None, max_future_ms: float | None, max_past_ms: float | None
 ) -> None:
-    """Move the events whose time is more than ``max_future_ms`` ahead of (or ``max_past_ms``
-    behind) ``record_ms`` (their Kafka record's timestamp) to ``decoded.invalid``
+    """Move the events whose time is out of the window to ``decoded.invalid``
     (:class:`~contest_telemetry.schema.EventTimeError`, with their index in an envelope).
-    Events without a timestamp, and records without one, always pass."""
-    if record_ms is None or record_ms <= 0 or (max_future_ms is None and max_past_ms is None):
+
+    The record's timestamp is the producer's CreateTime: a hub chooses it, so it is not trusted
+    alone. An event more than ``max_future_ms`` ahead of ``min(record_ms, now)`` is out (a record
+    stamped far ahead cannot carry a far-future event past the check, and a backlog read late is
+    still judged against its own, older, record time). An event more than ``max_past_ms`` behind
+    ``record_ms`` is out: against the record, not now, so a worker catching up on a backlog does
+    not dead-letter events that were on time when sent (archive replays stamp records with the
+    time of the replay, where both agree). A ``record_ms`` of None or <= 0 (no timestamp, or one
+    a producer set to 0) means now for both bounds, never "no check". Events without a timestamp
+    (they take the record's) always pass."""
+    if max_future_ms is None and max_past_ms is None:
         return
-    hi = record_ms + max_future_ms if max_future_ms is not None else math.inf
-    lo = record_ms - max_past_ms if max_past_ms is not None else -math.inf
+    import time  # TODO: move to the module's imports (kept in the body while callers change)
+
+    now = time.time() * 1000.0
+    given = record_ms is not None and record_ms > 0
+    if given:
+        assert record_ms is not None
+        future_ref, past_ref = min(record_ms, now), record_ms
+    else:
+        future_ref = past_ref = now
+    hi = future_ref + max_future_ms if max_future_ms is not None else math.inf
+    lo = past_ref - max_past_ms if max_past_ms is not None else -math.inf
     times = decoded.times
     bad = [i for i, t in enumerate(times) if t is not None and not lo <= t <= hi]
     if not bad:
@@ -379,13 +396,14 @@ def screen_event_times(
     for i in reversed(bad):
         ev, t = decoded.events.pop(i), times.pop(i)
         assert t is not None
-        ahead = (t - record_ms) / 1000.0
+        if t > hi:
+            ref = "from its record's timestamp or now, whichever is earlier" if given else "from now"
+            off = (t - future_ref) / 1000.0
+        else:
+            ref = "from its record's timestamp" if given else "from now"
+            off = (t - past_ref) / 1000.0
         error = EventTimeError(
-            f"{ev['message']}: timestamp: {ahead:+.0f} s from the record's timestamp",
-            [
-                FieldError(
-                    "timestamp", f"{ahead:+.0f} s from the record's timestamp, beyond the allowed window"
-                )
-            ],
+            f"{ev['message']}: timestamp: {off:+.0f} s {ref}",
+            [FieldError("timestamp", f"{off:+.0f} s {ref}, beyond the allowed window")],
         )
         decoded.invalid.append(InvalidEvent(error, places[i] if decoded.envelope else None, ev))

@@ -14,6 +14,14 @@ read_committed readers). Where the broker refuses producer ids (Tansu) every sen
 awaited, then the input offsets are committed (at-least-once; the worker deduplicates by (hub,
 source partition, source offset)). A send or commit that fails or times out stops the stage
 (:class:`IngestError`) with nothing committed past what is durable.
+
+Retention. The consumer never resets a position by itself (``auto_offset_reset="none"``): a group
+with no committed offset on a partition starts at its log start, and a committed offset that
+retention deleted before the stage read it (the stage was down or behind) is logged once at
+WARNING with the lost range, counted (:attr:`IngestCounters.lost_offsets`, and carried to the
+worker's ``contest_ingest_lost_offsets_total`` with the dead-letter counts), and the stage goes on
+from the log start. An offset beyond the log's end (a truncated or re-created topic) is never
+skipped: the stage warns and asks again.
 """
 
 from __future__ import annotations
@@ -30,12 +38,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
 from aiokafka.partitioner import murmur2
 
 from contest_telemetry.logs import quiet_producer_probe
 from contest_telemetry.schema import InvalidEvent
 from contest_telemetry.settings import KafkaSettings, TopicSettings
+from streams.counters import INGEST_LOST_OFFSETS
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
 from streams.exceptions import ProcessingError, StreamsError
 from streams.fastdecode import Decoded, decode_events, screen_event_times
@@ -82,6 +97,8 @@ class IngestCounters:
     ingested_bytes: int = 0
     commits: int = 0
     commit_failures: int = 0
+    lost_ranges: int = 0  # ranges of contest.events deleted by retention before they were read
+    lost_offsets: int = 0  # offsets in those ranges
 
     def add(self, stats: PackStats) -> None:
         self.polls += 1
@@ -409,7 +426,7 @@ class IngestStage:
             client_id=f"{self.kafka.client_id}-ingest",
             group_id=s.group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset="none",  # a deleted offset is reported (_out_of_range), never skipped silently
             isolation_level="read_committed",
             max_partition_fetch_bytes=4 * _MiB,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
@@ -497,7 +514,7 @@ class IngestStage:
         capped the rate the stage could keep fresh; lingering packs more events per record for
         the worker too."""
         s = self.settings
-        batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records)
+        batch = await self._fetch(consumer, s.poll_timeout_ms, s.max_poll_records)
         if not batch or s.poll_linger_ms <= 0:
             return batch
         merged: dict[TopicPartition, list[Any]] = {tp: list(records) for tp, records in batch.items()}
@@ -507,13 +524,74 @@ class IngestStage:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = await consumer.getmany(
-                timeout_ms=int(left * 1000) + 1, max_records=s.max_poll_records - total
-            )
+            more = await self._fetch(consumer, int(left * 1000) + 1, s.max_poll_records - total)
             for tp, records in more.items():
                 merged.setdefault(tp, []).extend(records)
                 total += len(records)
         return merged
+
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[Any]]:
+        """``getmany``; a partition without a valid position is set (nothing returned then)."""
+        try:
+            return await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except NoOffsetForPartitionError as exc:
+            # No committed offset (a new group, or a partition it never committed on): start at
+            # the log start, what "earliest" did. Distinct from a committed offset retention deleted.
+            tp = exc.args[0] if exc.args else None
+            if not isinstance(tp, TopicPartition):
+                raise
+            if tp in consumer.assignment():
+                await consumer.seek_to_beginning(tp)
+            return {}
+        except OffsetOutOfRangeError as exc:
+            wanted = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else None
+            if not wanted:
+                raise
+            await self._out_of_range(consumer, wanted)
+            return {}
+
+    async def _out_of_range(self, consumer: AIOKafkaConsumer, wanted: Mapping[TopicPartition, int]) -> None:
+        """The broker no longer (or not yet) holds the offsets these partitions asked for."""
+        assigned = consumer.assignment()
+        tps = [tp for tp in wanted if tp in assigned]  # revoked meanwhile: the new owner sees it
+        if not tps:
+            return
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            offset, start, end = wanted[tp], starts[tp], ends[tp]
+            if offset < start:
+                lost = start - offset
+                self.counters.lost_ranges += 1
+                self.counters.lost_offsets += lost
+                # Rides to the worker's exporter with the next poll's dead-letter counts.
+                self._carry[INGEST_LOST_OFFSETS] = self._carry.get(INGEST_LOST_OFFSETS, 0) + lost
+                log.warning(
+                    "ingest: %s[%d]: offsets %d..%d (%d) were deleted by retention before the ingest "
+                    "stage read them; going on from %d",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                    start - 1,
+                    lost,
+                    start,
+                )
+                consumer.seek(tp, start)
+            else:
+                # Beyond the end (a log truncated by an unclean leader election, a re-created
+                # topic) or a leader change in progress: skipping could drop records; ask again.
+                log.warning(
+                    "ingest: %s[%d]: offset %d is out of range (the log holds %d..%d); retrying",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                    start,
+                    end - 1,
+                )
+                consumer.seek(tp, offset)
+                await asyncio.sleep(1.0)
 
     async def process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> PackStats:
         """One poll, not pipelined: pack it, send everything, commit its offsets."""

@@ -228,7 +228,10 @@ class EventTimeSettings(BaseSettings):
     ``CT_EVENT_TIME_``); checked where events are validated (the ingest stage, or the worker
     reading contest.events itself). Beyond it the event is dead-lettered with reason
     ``event_time``: a hub clock far ahead would otherwise move the watermark and make every other
-    hub's events late. Events without a ``timestamp`` take the record's and always pass."""
+    hub's events late. The producer sets the record's timestamp, so the future bound counts from
+    the earlier of it and now, and a timestamp of 0 (or none) counts as now; the past bound counts
+    from the record's timestamp (see :func:`streams.fastdecode.screen_event_times`). Events
+    without a ``timestamp`` take the record's and always pass."""
 
     model_config = SettingsConfigDict(env_prefix="CT_EVENT_TIME_", extra="ignore", allow_inf_nan=False)
 
@@ -236,14 +239,15 @@ class EventTimeSettings(BaseSettings):
         default=300.0,
         gt=0,
         allow_inf_nan=False,
-        description="Most seconds an event may be ahead of its record's timestamp (unset: no limit).",
+        description="Most seconds an event may be ahead of its record's timestamp or now, whichever is "
+        "earlier (a record timestamp of 0 counts as now; unset: no limit).",
     )
     max_past_s: float | None = Field(
         default=None,
         gt=0,
         allow_inf_nan=False,
-        description="Most seconds an event may be behind its record's timestamp (unset: no limit; "
-        "late events are counted by the worker, and backfills are old by design).",
+        description="Most seconds an event may be behind its record's timestamp, or now when the record "
+        "has none (unset: no limit; late events are counted by the worker, and backfills are old by design).",
     )
 
     def window_ms(self) -> tuple[float | None, float | None]:

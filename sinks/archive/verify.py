@@ -27,6 +27,11 @@ a ``manifest`` problem naming its key.
 
 Files are read in blocks and split into lines in one pass: time and memory are linear in the
 size of the data, whatever the length of a line.
+
+Names and texts in a problem or gap come from the manifest, which anyone who can write to the
+archive controls: their control characters (C0, DEL, C1, line separators and bidi overrides) are
+escaped (``\\x00``, ``\\u202e``) when the problem is made, so neither the table nor a terminal
+showing the JSON prints them raw.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import hashlib
 import itertools
 import os
 import posixpath
+import re
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator
@@ -49,9 +55,27 @@ from sinks.archive.manifest_log import ObjectManifest, is_manifest_key, manifest
 from sinks.archive.paths import parse_chunk_name
 from sinks.archive.storage import MANIFEST_PREFIX, Storage, open_storage
 
-__all__ = ["Gap", "Problem", "VerifyReport", "verify_archive"]
+__all__ = ["Gap", "Problem", "VerifyReport", "printable", "verify_archive"]
 
 _READ = 1 << 20
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\x00``, ``\\u202e``); other text as is."""
+    return _CONTROL.sub(_escape_control, text)
+
+
+def _printable_fields(obj: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, str) and _CONTROL.search(value):
+            object.__setattr__(obj, name, printable(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +85,9 @@ class Problem:
     topic: str | None
     partition: int | None
     detail: str
+
+    def __post_init__(self) -> None:
+        _printable_fields(self, ("file", "topic", "detail"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +100,9 @@ class Gap:
     last_missing: int
     reason: str
     file: str
+
+    def __post_init__(self) -> None:
+        _printable_fields(self, ("topic", "reason", "file"))
 
     @property
     def missing(self) -> int:

@@ -324,6 +324,11 @@ class PipelineCollector(Collector):
             ),
             ("contest_processed_events_total", "Events applied to state by this worker.", v.processed),
             (
+                "contest_dlq_payloads_truncated_total",
+                "Dead letters whose payload was cut to CT_TOPIC_DLQ_MAX_BYTES (payloadTruncated).",
+                v.dlq_truncated,
+            ),
+            (
                 "contest_input_reread_records_total",
                 "Input records the stream skipped before the state applied them, read again by the worker.",
                 v.reread_records,
@@ -332,6 +337,11 @@ class PipelineCollector(Collector):
                 "contest_input_missing_offsets_total",
                 "Offsets absent from the input log inside re-read ranges (transaction markers, retention).",
                 v.reread_missing_offsets,
+            ),
+            (
+                "contest_ingest_lost_offsets_total",
+                "Offsets of contest.events retention deleted before the ingest stage read them.",
+                v.ingest_lost_offsets,
             ),
             (
                 "contest_input_stalls_total",
@@ -352,6 +362,11 @@ class PipelineCollector(Collector):
                 "contest_exporter_hub_labels_folded_total",
                 'Distinct hub ids folded into hub="_other" by the label cap.',
                 self.counters.hubs.folded,
+            ),
+            (
+                "contest_exporter_hub_labels_freed_total",
+                "Hub label slots given back after CT_EXPORTER_HUB_IDLE_SCRAPES scrapes without a use.",
+                self.counters.hubs.released,
             ),
         ):
             family = CompactFamily(name, doc, "counter")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from contest_telemetry.schema import ARMING_BUDGET_MS, EVENT_TYPES, RESOLUTION_BUDGET_MS, short_type
 from sinks.prometheus.labels import DEFAULT_MAX_LABEL_LENGTH, LabelCap
-from streams.counters import CounterSink
+from streams.counters import DLQ_TRUNCATED, INGEST_LOST_OFFSETS, CounterSink
 
 __all__ = [
     "ARMING_BUCKETS_MS",
@@ -84,6 +84,8 @@ class CountersView:
     state_writes: int = 0
     state_bytes: int = 0
     state_flushes: dict[str, int] = field(default_factory=dict)
+    ingest_lost_offsets: int = 0
+    dlq_truncated: int = 0
 
     @classmethod
     def empty(cls) -> CountersView:
@@ -124,6 +126,8 @@ class PipelineCounters(CounterSink):
         self._reread_records = 0
         self._reread_missing = 0
         self._stalls = 0
+        self._ingest_lost = 0
+        self._dlq_truncated = 0
         self._state_bounds: dict[str, int] = dict.fromkeys(STATE_BOUNDS, 0)
         self._state_writes = 0
         self._state_bytes = 0
@@ -138,9 +142,20 @@ class PipelineCounters(CounterSink):
             self._events[key] = self._events.get(key, 0) + n
 
     def invalid(self, reason: str, n: int = 1) -> None:
+        if reason == INGEST_LOST_OFFSETS:  # carried with the dead-letter counts, not one of them
+            with self._lock:
+                self._ingest_lost += n
+            return
+        if reason == DLQ_TRUNCATED:  # the ingest stage's cut dead letters, carried likewise
+            self.dlq_truncated(n)
+            return
         label = self._reasons.label(reason)
         with self._lock:
             self._invalid[label] = self._invalid.get(label, 0) + n
+
+    def dlq_truncated(self, n: int = 1) -> None:
+        with self._lock:
+            self._dlq_truncated += n
 
     def _add(self, table: dict[str, int], hub: str, n: int) -> None:
         label = self.hubs.label(hub)
@@ -255,6 +270,8 @@ class PipelineCounters(CounterSink):
                 reread_records=self._reread_records,
                 reread_missing_offsets=self._reread_missing,
                 stalls=self._stalls,
+                ingest_lost_offsets=self._ingest_lost,
+                dlq_truncated=self._dlq_truncated,
                 state_bounds=dict(self._state_bounds),
                 state_writes=self._state_writes,
                 state_bytes=self._state_bytes,

@@ -22,6 +22,13 @@ complete. Limits (read from the settings, see :func:`start_exporter`):
 
 One request per connection (HTTP/1.0 replies, the connection closes after the page), as before.
 
+What the limits did is on the page the server serves (after the registry's own families, so
+every registry served this way has them; counted since the server started):
+``contest_exporter_requests_rejected_total`` (503 answers: every thread busy and the queue full)
+and ``contest_exporter_connections_closed_total{reason}`` (``request_timeout``: no complete
+request head, or a page not read, within ``request_timeout_s``; ``max_connections``: the oldest
+waiting connection closed for a new one; ``head_too_large``: 431 answers).
+
 ``/healthz`` and ``/readyz`` answer the :class:`~contest_telemetry.health.HealthSource` passed to
 :func:`start_exporter` (200 or 503, a one-line JSON body with the reason, see
 ``sinks/prometheus/health.py``); without one both say ok while the server answers.
@@ -44,6 +51,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Protocol
@@ -59,6 +67,7 @@ from sinks.prometheus.exceptions import ExporterStartError
 from sinks.prometheus.settings import ExporterSettings
 
 __all__ = [
+    "CLOSE_REASONS",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_REQUEST_TIMEOUT_S",
     "DEFAULT_THREADS",
@@ -77,6 +86,7 @@ _JSON = "application/json"
 DEFAULT_THREADS = 4
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
 DEFAULT_MAX_CONNECTIONS = 256
+CLOSE_REASONS = ("request_timeout", "max_connections", "head_too_large")
 _QUEUED_PER_THREAD = 16  # complete requests waiting for a worker, per worker thread
 _MAX_HEAD_BYTES = 64 * 1024  # a request line and headers beyond this get 431
 _ACCEPTS_PER_WAKEUP = 64
@@ -107,12 +117,63 @@ class _Connection:
         self.head = b""
 
 
+class _ServerCounts:
+    """What the server's limits did (written by the selector and worker threads, read by scrapes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rejected = 0
+        self.closed: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)
+
+    def reject(self) -> int:
+        with self._lock:
+            self.rejected += 1
+            return self.rejected
+
+    def close(self, reason: str) -> None:
+        with self._lock:
+            self.closed[reason] += 1
+
+    def families(self) -> list[Metric]:
+        with self._lock:
+            rejected, closed = self.rejected, dict(self.closed)
+        requests = CompactFamily(
+            "contest_exporter_requests_rejected_total",
+            "Requests answered 503 because every exporter thread was busy and the queue was full.",
+            "counter",
+        )
+        requests.add((), rejected)
+        connections = CompactFamily(
+            "contest_exporter_connections_closed_total",
+            "Connections the exporter closed at a limit: request_timeout (CT_*EXPORTER_REQUEST_TIMEOUT_S), "
+            "max_connections (CT_*EXPORTER_MAX_CONNECTIONS), head_too_large (431).",
+            "counter",
+            labels=("reason",),
+        )
+        for reason, n in closed.items():
+            connections.add((reason,), n)
+        return [requests, connections]
+
+
+class _Served:
+    """The page of a scrape: the registry's families, then the server's own (:class:`_ServerCounts`)."""
+
+    def __init__(self, registry: Collector, counts: _ServerCounts) -> None:
+        self._registry = registry
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._registry.collect()
+        yield from self._counts.families()
+
+
 class _SocketWriter(io.BufferedIOBase):
     """``wfile`` of a request: buffers the response, sends it with ``sendall`` on flush (so the
     socket timeout bounds the whole send, and headers and page leave in one call)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, counts: _ServerCounts) -> None:
         self._sock = sock
+        self._counts = counts
         self._chunks: list[bytes] = []
 
     def writable(self) -> bool:
@@ -127,7 +188,12 @@ class _SocketWriter(io.BufferedIOBase):
         if self._chunks:
             data = b"".join(self._chunks)
             self._chunks.clear()
-            self._sock.sendall(data)
+            try:
+                self._sock.sendall(data)
+            except TimeoutError:
+                # The handler drops the connection (http.server catches it); counted here.
+                self._counts.close("request_timeout")
+                raise
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -142,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         conn.sock.setblocking(True)
         conn.sock.settimeout(self.server.request_timeout_s)
         self.rfile = io.BytesIO(conn.head)
-        self.wfile = _SocketWriter(conn.sock)
+        self.wfile = _SocketWriter(conn.sock, self.server.counts)
 
     def log_message(self, format: str, *args: Any) -> None:  # no access log on stderr
         pass
@@ -162,9 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
                     # What prometheus_client's own server negotiates (Prometheus asks for it first).
                     from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-                    page, content_type = generate_latest(self.server.registry), CONTENT_TYPE_LATEST
+                    page, content_type = generate_latest(self.server.page), CONTENT_TYPE_LATEST
                 else:
-                    page, content_type = render_text(self.server.registry), CONTENT_TYPE
+                    page, content_type = render_text(self.server.page), CONTENT_TYPE
             except Exception:
                 log.exception("scrape failed")
                 self._reply(500, _TEXT, b"scrape failed, see the worker log\n", send_body)
@@ -236,11 +302,12 @@ class _PooledServer(socketserver.TCPServer):
         self.threads = threads
         self.request_timeout_s = request_timeout_s
         self.max_connections = max_connections
+        self.counts = _ServerCounts()
+        self.page = _Served(registry, self.counts)
         self._jobs: queue.Queue[_Connection | None] = queue.Queue(maxsize=_QUEUED_PER_THREAD * threads)
         self._stop = threading.Event()
         self._serving = threading.Event()
         self._done = threading.Event()
-        self._rejected = 0
         self._next_full_warning = 0.0
         super().__init__(address, _Handler)
 
@@ -286,6 +353,7 @@ class _PooledServer(socketserver.TCPServer):
             sock.setblocking(False)
             while len(pending) >= self.max_connections:
                 self._drop(selector, pending, next(iter(pending.values())))
+                self.counts.close("max_connections")
             conn = _Connection(sock, address, time.monotonic() + self.request_timeout_s)
             pending[sock] = conn
             selector.register(sock, selectors.EVENT_READ, conn)
@@ -310,19 +378,20 @@ class _PooledServer(socketserver.TCPServer):
             try:
                 self._jobs.put_nowait(conn)
             except queue.Full:
-                self._rejected += 1
+                rejected = self.counts.reject()
                 now = time.monotonic()
                 if now >= self._next_full_warning:  # at most one line a minute
                     self._next_full_warning = now + 60.0
                     log.warning(
                         "exporter: every thread busy and %d requests waiting; answered 503 (%d so far)",
                         self._jobs.qsize(),
-                        self._rejected,
+                        rejected,
                     )
                 _reject(conn.sock, "503 Service Unavailable")
         elif len(conn.head) > _MAX_HEAD_BYTES:
             selector.unregister(conn.sock)
             del pending[conn.sock]
+            self.counts.close("head_too_large")
             _reject(conn.sock, "431 Request Header Fields Too Large")
 
     def _expire(self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Connection]) -> None:
@@ -332,6 +401,7 @@ class _PooledServer(socketserver.TCPServer):
             if oldest.deadline > now:
                 return
             self._drop(selector, pending, oldest)
+            self.counts.close("request_timeout")
 
     @staticmethod
     def _drop(
@@ -400,7 +470,7 @@ def _escape_label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def render_text(registry: Collector) -> bytes:
+def render_text(registry: Collector | _Served) -> bytes:
     """``registry`` in the text exposition format (what ``/metrics`` serves)."""
     cache: dict[str, str] = {}
 

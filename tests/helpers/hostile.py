@@ -3,6 +3,7 @@ send that must each become one dead letter with a reason, never a stopped partit
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import orjson
@@ -71,9 +72,27 @@ def hostile_records(template: dict[str, Any], form: str) -> list[tuple[bytes | N
     return out
 
 
+def hostile_stamped_records(
+    template: dict[str, Any], form: str, now_ms: int
+) -> list[tuple[bytes, bytes, int, str]]:
+    """(key, value, record timestamp in ms, expected reason) of records whose producer chose the
+    Kafka timestamp: a far-future event in a record stamped just as far ahead (within the broker's
+    ``log.message.timestamp.after.max.ms``, 1 h by default), and one in a record stamped 0. Both
+    must be dead-lettered with ``event_time`` (the bound is from min(record timestamp, now), and
+    a timestamp of 0 means now). Envelopes hold the bad event between two copies of ``template``."""
+    ahead = now_ms + 45 * 60_000
+    when = datetime.datetime.fromtimestamp(ahead / 1000, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    bad = dict(template, hubId="hub-bad", timestamp=when + "Z")
+    good = dict(template, hubId="hub-bad")
+    value = orjson.dumps(bad) if form == "single" else encode_envelope("hub-bad", [good, bad, good])
+    return [(b"hub-bad", value, ahead, "event_time"), (b"hub-bad", value, 0, "event_time")]
+
+
 def good_in_hostile(template: dict[str, Any], form: str) -> list[dict[str, Any]]:
-    """The valid events :func:`hostile_records` sends beside its bad ones (for the reference)."""
+    """The valid events :func:`hostile_records` and :func:`hostile_stamped_records` send beside
+    their bad ones (for the reference)."""
     if form == "single":
         return []
     n = sum(1 for _k, _v, r in hostile_records(template, form) if r not in ("envelope", "decode"))
+    n += len(hostile_stamped_records(template, form, 0))
     return [dict(template, hubId="hub-bad")] * (2 * n)

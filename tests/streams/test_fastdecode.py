@@ -7,8 +7,10 @@ accept. Records decode to the same events and the same dead letters either way.
 
 from __future__ import annotations
 
+import datetime
 import math
 import random
+import time
 from typing import Any
 
 import orjson
@@ -21,7 +23,7 @@ from contest_telemetry.schema import (
     encode_envelope,
     validate_event,
 )
-from streams.fastdecode import FAST_MESSAGES, decode_events, fast_event, normalise
+from streams.fastdecode import FAST_MESSAGES, decode_events, fast_event, normalise, screen_event_times
 
 P = "telemetry.contest."
 
@@ -272,3 +274,60 @@ def test_records_decode_like_the_schema() -> None:
 )
 def test_odd_records_decode_like_the_schema(data: bytes | None) -> None:
     _same_decoding(data)
+
+
+def _at(ms: float, contest: str = "k") -> dict[str, Any]:
+    iso = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat()
+    return {"message": P + "armed", "hubId": "h", "contestKey": contest, "timestamp": iso}
+
+
+def _screened(value: bytes, record_ms: float | None, window: tuple[float | None, float | None]) -> list[Any]:
+    """(index, field message) of the events :func:`screen_event_times` moved out of ``value``."""
+    decoded = decode_events(value)
+    screen_event_times(decoded, record_ms, *window)
+    return [(inv.index, str(inv.error)) for inv in decoded.invalid]
+
+
+_HOUR = 3_600_000.0
+_FIVE_MIN = (300_000.0, None)
+
+
+@pytest.mark.parametrize("record_ms", [None, 0, -1], ids=["none", "zero", "negative"])
+def test_a_record_without_a_usable_timestamp_is_screened_against_now(record_ms: float | None) -> None:
+    """A record timestamp of None or <= 0 (a producer may send 0) means now, not "no check"."""
+    now = time.time() * 1000.0
+    assert _screened(orjson.dumps(_at(now + _HOUR)), record_ms, _FIVE_MIN)[0][0] is None
+    assert "from now" in _screened(orjson.dumps(_at(now + _HOUR)), record_ms, _FIVE_MIN)[0][1]
+    assert _screened(orjson.dumps(_at(now)), record_ms, _FIVE_MIN) == []
+    # the past bound too: measured from now
+    assert len(_screened(orjson.dumps(_at(now - 2 * _HOUR)), record_ms, (None, _HOUR))) == 1
+    assert _screened(orjson.dumps(_at(now - 2 * _HOUR)), record_ms, (None, 3 * _HOUR)) == []
+
+
+def test_a_record_stamped_ahead_does_not_carry_its_event_past_the_bound() -> None:
+    """The reference is min(record timestamp, now): a hub stamping its records 50 minutes ahead
+    (the broker accepts up to log.message.timestamp.after.max.ms) cannot move the watermark."""
+    now = time.time() * 1000.0
+    ahead = now + 50 * 60_000.0
+    envelope = encode_envelope("h", [_at(now), _at(ahead, "k2"), _at(now, "k3")])
+    got = _screened(envelope, ahead, _FIVE_MIN)
+    assert [i for i, _ in got] == [1] and "whichever is earlier" in got[0][1]
+    assert _screened(orjson.dumps(_at(ahead)), ahead, _FIVE_MIN) != []
+    assert _screened(orjson.dumps(_at(now + 60_000.0)), ahead, _FIVE_MIN) == []
+
+
+def test_an_old_record_is_still_screened_against_its_own_timestamp() -> None:
+    """A backlog read late: the future bound is from its (older) record time, and the past bound
+    from the record, not now, so events that were on time when sent pass."""
+    record = time.time() * 1000.0 - 10 * _HOUR
+    assert _screened(orjson.dumps(_at(record + 2 * _HOUR)), record, _FIVE_MIN) != []
+    assert _screened(orjson.dumps(_at(record + 60_000.0)), record, _FIVE_MIN) == []
+    assert _screened(orjson.dumps(_at(record - 60_000.0)), record, (300_000.0, _HOUR)) == []
+    assert _screened(orjson.dumps(_at(record - 2 * _HOUR)), record, (300_000.0, _HOUR)) != []
+
+
+def test_no_window_screens_nothing_and_events_without_a_timestamp_pass() -> None:
+    far = time.time() * 1000.0 + 100 * _HOUR
+    assert _screened(orjson.dumps(_at(far)), 0, (None, None)) == []
+    untimed = {k: v for k, v in _at(far).items() if k != "timestamp"}
+    assert _screened(orjson.dumps(untimed), 0, (1.0, 1.0)) == []

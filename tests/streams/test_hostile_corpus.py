@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from contest_telemetry.settings import KafkaSettings, TopicSettings
-from tests.helpers.hostile import good_in_hostile, hostile_records
+from tests.helpers.hostile import good_in_hostile, hostile_records, hostile_stamped_records
 from tests.helpers.streams_reference import check_all, make_events, reference_windows
 from tests.helpers.streams_worker import WorkerProcess, collect, produce
 from tests.streams.test_worker_kafka import (
@@ -28,6 +29,17 @@ from tests.streams.test_worker_kafka import (
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
 
+async def _produce_stamped(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, int, str]]) -> None:
+    """Send records with the Kafka timestamp each names (a hub's producer chooses it)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value, timestamp_ms, _reason in records:
+            await (await producer.send(topic, value, key=key, timestamp_ms=timestamp_ms))
+    finally:
+        await producer.stop()
+
+
 @FORMS
 def test_hostile_records_are_dead_lettered_and_good_hubs_are_unharmed(
     tmp_path: Path, kafka_settings: KafkaSettings, topic_settings: TopicSettings, unique: str, form: str
@@ -35,6 +47,7 @@ def test_hostile_records_are_dead_lettered_and_good_hubs_are_unharmed(
     bootstrap = kafka_settings.bootstrap_servers
     events = make_events(hubs=4, contests_per_hub=80, span_ms=240_000, seed=17)
     bad = hostile_records(events[0], form)
+    stamped = hostile_stamped_records(events[0], form, int(time.time() * 1000))
     extra = good_in_hostile(events[0], form)
     ref = reference_windows(sorted([*events, *extra], key=lambda e: e["timestamp"]))
     good = as_records(events, form, per=20)
@@ -49,6 +62,8 @@ def test_hostile_records_are_dead_lettered_and_good_hubs_are_unharmed(
         bootstrap, topic_settings, f"ct-test-{unique}", tmp_path / "data", tmp_path / "w.log"
     ).start()
     try:
+        # First: had they passed, their far-future events would make every later good event late.
+        asyncio.run(_produce_stamped(bootstrap, topic_settings.events, stamped))
         asyncio.run(produce(bootstrap, topic_settings.events, recs))  # type: ignore[arg-type]
         asyncio.run(
             produce(
@@ -63,12 +78,13 @@ def test_hostile_records_are_dead_lettered_and_good_hubs_are_unharmed(
         )
         time.sleep(1.0)
         assert check_all(results_of(values), ref) == [], worker.log()
+        n_bad = len(bad) + len(stamped)
         dead: list[dict[str, Any]] = asyncio.run(
-            collect(bootstrap, topic_settings.dlq, lambda v: len(v) >= len(bad), timeout=60)
+            collect(bootstrap, topic_settings.dlq, lambda v: len(v) >= n_bad, timeout=60)
         )
         time.sleep(2.0)
-        dead = asyncio.run(collect(bootstrap, topic_settings.dlq, lambda v: len(v) >= len(bad), timeout=30))
-        want = Counter(reason for _k, _v, reason in bad)
+        dead = asyncio.run(collect(bootstrap, topic_settings.dlq, lambda v: len(v) >= n_bad, timeout=30))
+        want = Counter(reason for _k, _v, reason in bad) + Counter(r for *_x, r in stamped)
         assert Counter(d["reason"] for d in dead) == want
         assert all(d["source"]["topic"] == topic_settings.events and d["error"] for d in dead)
         assert worker.alive(), worker.log()

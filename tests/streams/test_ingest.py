@@ -598,7 +598,7 @@ def test_a_bad_setting_is_one_line_and_exit_1(module: str) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.decode().splitlines() == [
-        "contest-telemetry: invalid setting CT_INGEST_MAX_BATCH_EVENTS='0': Input should be greater than or equal to 1"
+        "ingest: invalid setting CT_INGEST_MAX_BATCH_EVENTS='0': Input should be greater than or equal to 1"
     ]
 
 

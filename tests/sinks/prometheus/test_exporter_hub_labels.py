@@ -103,6 +103,7 @@ def test_an_idle_hub_frees_its_slot_and_its_series_disappear():
     counters.observe_arming_ms("old", [100.0])
     page = scrape(registry)  # scrape 1
     assert hubs_on(page, "contest_events_total") == {"old", "busy", "_other"}
+    assert page[("contest_exporter_hub_labels_freed_total", ())] == 0
     counters.events("busy", "armed")
     counters.events("new", "armed")  # folded while the cap is full
     page = scrape(registry)  # scrape 2: old unused for 1 interval
@@ -111,6 +112,7 @@ def test_an_idle_hub_frees_its_slot_and_its_series_disappear():
     counters.events("new", "armed")
     page = scrape(registry)  # scrape 3: old unused for 2 intervals -> freed by this scrape
     assert "old" not in hubs_on(page, "contest_events_total")
+    assert page[("contest_exporter_hub_labels_freed_total", ())] == 1
     assert "old" not in hubs_on(page, "contest_arming_latency_seconds_count")
     counters.events("new", "armed")  # takes the free slot
     page = scrape(registry)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sinks.prometheus import ExporterServer, ExporterSettings, start_exporter
 from sinks.prometheus.collector import CompactFamily
@@ -40,6 +41,19 @@ class TunedSettings(ExporterSettings):
 def scrape(url: str, timeout: float = 10) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.status, resp.read()
+
+
+def server_counts(url: str) -> dict[str, float]:
+    """The server's own counters on a /metrics page: ``rejected`` and each close ``reason``."""
+    _, body = scrape(url)
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            if s.name == "contest_exporter_requests_rejected_total":
+                found["rejected"] = s.value
+            elif s.name == "contest_exporter_connections_closed_total":
+                found[s.labels["reason"]] = s.value
+    return found
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bool:
@@ -111,13 +125,30 @@ def quick_server(exporter) -> Iterator[ExporterServer]:
 
 
 def test_idle_and_incomplete_requests_are_closed_after_the_timeout(quick_server: ExporterServer):
+    assert server_counts(quick_server.url) == {
+        "rejected": 0,
+        "request_timeout": 0,
+        "max_connections": 0,
+        "head_too_large": 0,
+    }
     with connections(quick_server.port, 2) as (idle, partial):
         partial.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # headers never end
         start = time.monotonic()
         assert closed_by_server(idle, within=5)
         assert closed_by_server(partial, within=5)
         assert time.monotonic() - start < 3
-    assert scrape(quick_server.url)[0] == 200
+    counts = server_counts(quick_server.url)
+    assert counts["request_timeout"] == 2 and counts["max_connections"] == counts["rejected"] == 0
+
+
+def test_a_request_head_beyond_the_limit_gets_431_and_is_counted(quick_server: ExporterServer):
+    with connections(quick_server.port, 1) as (sock,):
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /metrics HTTP/1.0\r\nX-Pad: " + b"x" * (80 * 1024))
+        sock.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(4096).startswith(b"HTTP/1.0 431")
+    assert server_counts(quick_server.url)["head_too_large"] == 1
 
 
 def test_a_trickling_client_is_closed_at_the_deadline_even_while_it_sends(quick_server: ExporterServer):
@@ -145,6 +176,8 @@ def test_beyond_max_connections_the_oldest_waiting_connections_are_dropped(expor
         oldest, newest = socks[:30], socks[-10:]
         assert all(closed_by_server(s, within=5) for s in oldest)
         assert not any(closed_by_server(s, within=0.05) for s in newest)
+        # 50 waiting, then the first scrape: 31 closed to keep 20 waiting.
+        assert server_counts(srv.url)["max_connections"] == 31
 
 
 def test_concurrent_scrapes_are_all_answered_by_a_small_pool(exporter):
@@ -182,6 +215,7 @@ def test_a_client_that_does_not_read_the_page_frees_its_thread_after_the_timeout
         elapsed = time.monotonic() - start
         assert status == 200 and b"test_big_page" in body and len(body) > 8_000_000
         assert 0.3 < elapsed < 10, elapsed  # waited for the stuck send to time out, not forever
+        assert b'contest_exporter_connections_closed_total{reason="request_timeout"} 1' in body
 
 
 def test_requests_beyond_the_queue_get_503_while_every_thread_is_busy(exporter):
@@ -205,6 +239,7 @@ def test_requests_beyond_the_queue_get_503_while_every_thread_is_busy(exporter):
         statuses = sorted(reply.split(b" ", 2)[1].decode() for reply in replies)
         assert statuses == ["200"] * 16 + ["503"] * 4, statuses
         assert scrape(f"{srv.base_url}/healthz")[0] == 200
+        assert server_counts(srv.url)["rejected"] == 4
 
 
 def test_gzip_and_openmetrics_are_negotiated() -> None:

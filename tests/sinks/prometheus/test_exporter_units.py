@@ -152,6 +152,7 @@ def test_counters(exporter):
     counters.reread(30, 1)
     counters.reread(5, 0)
     counters.stalls()
+    counters.invalid("ingest_lost_offsets", 12)  # carried with the dead-letter counts, not one
     assert sample(registry, "contest_events_total", hub="h1", type="armed") == 4
     assert sample(registry, "contest_events_total", hub="h2", type="resolved") == 2
     assert sample(registry, "contest_invalid_events_total", reason="decode") == 2
@@ -168,6 +169,8 @@ def test_counters(exporter):
     assert sample(registry, "contest_input_reread_records_total") == 35
     assert sample(registry, "contest_input_missing_offsets_total") == 1
     assert sample(registry, "contest_input_stalls_total") == 1
+    assert sample(registry, "contest_ingest_lost_offsets_total") == 12
+    assert sample(registry, "contest_invalid_events_total", reason="ingest_lost_offsets") is None
     assert sample(registry, "contest_exporter_hub_labels_folded_total") == 0
 
 

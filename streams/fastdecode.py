@@ -77,6 +77,9 @@ class Decoded:
     invalid: list[InvalidEvent] = field(default_factory=list)
     envelope: bool = False
     publisher_dropped: int = 0
+    verbatim: bool = False
+    """Every event is its source object with :data:`TEMPLATES` filled in: the record's value
+    says, to a reader that fills the same defaults (:func:`expand`), exactly what ``events`` do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,8 @@ for _cls in _classes():
         _SPECS[typing.get_args(_cls.model_fields["message"].annotation)[0]] = _s
 FAST_MESSAGES: frozenset[str] = frozenset(_SPECS)
 """The event messages the fast path knows (the others always take the schema's path)."""
+TEMPLATES: dict[str, dict[str, Any]] = {m: spec.template for m, spec in _SPECS.items()}
+"""Per fast-path message, every field's wire name and default, in the model's order (read only)."""
 
 _PLANS: dict[tuple[str, tuple[str, ...], tuple[type, ...]], _Plan | None] = {}
 _MAX_PLANS = 4096
@@ -255,6 +260,13 @@ def _compile(spec: _Spec, keys: tuple[str, ...], types: tuple[type, ...]) -> _Pl
 
 def fast_event(obj: Any) -> tuple[dict[str, Any], float | None] | None:
     """``normalise(validate_event(obj))`` and the event time, or None when not sure."""
+    fast = _fast_event(obj)
+    return None if fast is None else (fast[0], fast[1])
+
+
+def _fast_event(obj: Any) -> tuple[dict[str, Any], float | None, bool] | None:
+    """:func:`fast_event`, and whether the event is ``obj`` with the defaults filled in (no
+    whole-number float count turned into an int)."""
     if type(obj) is not dict:
         return None
     message = obj.get("message")
@@ -306,7 +318,7 @@ def fast_event(obj: Any) -> tuple[dict[str, Any], float | None] | None:
             if type(item) is not str:
                 return None
         event[key] = list(items)
-    return event, t_ms
+    return event, t_ms, not plan.float_counts
 
 
 def normalise(event: ContestEventBase) -> dict[str, Any]:
@@ -347,12 +359,16 @@ def decode_events(data: bytes | str | None) -> Decoded:
         out.envelope = True
         out.publisher_dropped = envelope.publisher_dropped
     append, append_time = out.events.append, out.times.append
+    verbatim = True
     for item in items:
-        fast = fast_event(item)
+        fast = _fast_event(item)
         if fast is None:
             return _slow(data)
         append(fast[0])
         append_time(fast[1])
+        if not fast[2]:
+            verbatim = False
+    out.verbatim = verbatim
     return out
 
 

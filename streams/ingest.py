@@ -46,6 +46,7 @@ from aiokafka.errors import (
     OffsetOutOfRangeError,
 )
 from aiokafka.partitioner import murmur2
+from orjson import Fragment
 
 from contest_telemetry.logs import quiet_producer_probe
 from contest_telemetry.schema import InvalidEvent
@@ -54,7 +55,7 @@ from streams.counters import INGEST_LOST_OFFSETS
 from streams.dlq import dlq_headers, dlq_value, encode_dlq
 from streams.exceptions import ProcessingError, StreamsError
 from streams.fastdecode import Decoded, decode_events, screen_event_times
-from streams.ingested import RECORD_OVERHEAD, IngestedBatch, encode_batch, encode_record
+from streams.ingested import INGESTED_VERSION, RECORD_OVERHEAD, IngestedBatch, encode_batch, encode_record
 from streams.settings import EventTimeSettings, IngestSettings
 
 __all__ = ["IngestCounters", "IngestError", "IngestStage", "PackStats", "pack"]
@@ -119,17 +120,35 @@ class _Poll:
 
 
 class _Chunk:
-    """The events of one future ingested record: one hub, one source partition."""
+    """The events of one future ingested record: one hub, one source partition. ``items`` are
+    what its batch's ``events`` will hold (streams/ingested.py): normalised events, and source
+    values (``orjson.Fragment``) that stand for their events; ``starts`` is the index of each
+    item's first event in ``offsets``/``times``."""
 
-    __slots__ = ("dropped", "events", "hub", "offsets", "raw", "times")
+    __slots__ = ("dropped", "hub", "items", "offsets", "raw", "starts", "times", "verbatim")
 
     def __init__(self, hub: str) -> None:
         self.hub = hub
         self.offsets: list[int] = []
         self.times: list[float] = []
-        self.events: list[dict[str, Any]] = []
+        self.items: list[Any] = []
+        self.starts: list[int] = []
         self.raw = 0  # source bytes of its events: an estimate of the encoded size
         self.dropped = 0
+        self.verbatim = False  # holds a source value: a version 3 batch
+
+    def add(self, item: Any, offsets: list[int], times: list[float]) -> None:
+        self.starts.append(len(self.offsets))
+        self.items.append(item)
+        self.offsets.extend(offsets)
+        self.times.extend(times)
+
+    def extend(self, events: list[dict[str, Any]], offset: int, times: list[float]) -> None:
+        start = len(self.offsets)
+        self.starts.extend(range(start, start + len(events)))
+        self.items.extend(events)
+        self.offsets.extend([offset] * len(events))
+        self.times.extend(times)
 
 
 def _pieces(chunk: _Chunk, partition: int, dead: dict[str, int], max_bytes: int) -> list[tuple[bytes, int]]:
@@ -137,26 +156,29 @@ def _pieces(chunk: _Chunk, partition: int, dead: dict[str, int], max_bytes: int)
     encodes larger than ``max_bytes`` and holds several source records) halves split between
     source records; ``dead`` goes on the first of them. Each with its number of events."""
     value = encode_batch(
-        IngestedBatch(chunk.hub, partition, chunk.offsets, chunk.times, chunk.events, dead, chunk.dropped)
+        IngestedBatch(chunk.hub, partition, chunk.offsets, chunk.times, chunk.items, dead, chunk.dropped)
     )
-    offsets = chunk.offsets
+    offsets, starts = chunk.offsets, chunk.starts
     if len(value) + RECORD_OVERHEAD > max_bytes and offsets[0] != offsets[-1]:
-        mid = len(offsets) // 2
-        # The nearest source-record boundary to the middle (offsets repeat within one record).
+        mid = len(starts) // 2
+        # The item nearest to the middle that begins a source record (offsets repeat within one).
         cut = next(
             (
                 i
                 for d in range(mid + 1)
                 for i in (mid - d, mid + d)
-                if 0 < i < len(offsets) and offsets[i] != offsets[i - 1]
+                if 0 < i < len(starts) and offsets[starts[i]] != offsets[starts[i] - 1]
             ),
             0,
         )
         if cut:
+            at = starts[cut]
             first, second = _Chunk(chunk.hub), _Chunk(chunk.hub)
-            first.offsets, second.offsets = offsets[:cut], offsets[cut:]
-            first.times, second.times = chunk.times[:cut], chunk.times[cut:]
-            first.events, second.events = chunk.events[:cut], chunk.events[cut:]
+            first.offsets, second.offsets = offsets[:at], offsets[at:]
+            first.times, second.times = chunk.times[:at], chunk.times[at:]
+            first.items, second.items = chunk.items[:cut], chunk.items[cut:]
+            first.starts, second.starts = starts[:cut], [i - at for i in starts[cut:]]
+            first.verbatim = second.verbatim = chunk.verbatim
             first.dropped = chunk.dropped
             return _pieces(first, partition, dead, max_bytes) + _pieces(second, partition, {}, max_bytes)
     return [(value, len(offsets))]
@@ -168,6 +190,7 @@ def _records(
     dead: dict[str, int],
     max_bytes: int,
     max_events: int,
+    version: int = INGESTED_VERSION,
 ) -> list[Ingested]:
     """The poll's chunks as ingested records (see streams/ingested.py): per worker partition, the
     batches in chunk order, as few records as ``max_bytes`` allows, the last one carrying the
@@ -186,7 +209,9 @@ def _records(
         dead = {}
     if not partitions:
         return [
-            (hub.encode(), encode_record([b], None)) for _, hub, batches, _ in pieces for b, _n in batches
+            (hub.encode(), encode_record([b], None, version))
+            for _, hub, batches, _ in pieces
+            for b, _n in batches
         ]
     by_part: dict[int, list[tuple[str, tuple[bytes, int]]]] = {}
     wms: dict[int, float] = {}
@@ -202,14 +227,14 @@ def _records(
         key = b""
         for hub, (batch, n) in items:
             if current and (size + len(batch) + 1 > budget or events + n > max_events):
-                records.append((key, encode_record(current, None)))
+                records.append((key, encode_record(current, None, version)))
                 current, size, events = [], 0, 0
             if not current:
                 key = hub.encode()  # any hub of the record: all map to this partition
             current.append(batch)
             size += len(batch) + 1
             events += n
-        records.append((key, encode_record(current, wms[out])))
+        records.append((key, encode_record(current, wms[out], version)))
     return records
 
 
@@ -222,6 +247,7 @@ def pack(
     carry: Mapping[str, int] | None = None,
     partitions: int | None = None,
     event_time: tuple[float | None, float | None] = (None, None),
+    verbatim: bool = True,
 ) -> tuple[list[Ingested], list[DeadLetter], PackStats]:
     """Decode, validate and pack one poll of ``topic`` (partition -> records in offset order; each
     record has ``.partition``, ``.offset``, ``.key``, ``.value``, ``.timestamp`` in ms).
@@ -236,6 +262,9 @@ def pack(
     poll's dead-letter counts ride on the first batch; with no batch they come back in
     ``stats.carry``. ``event_time`` (most ms ahead of, behind the record's timestamp;
     :class:`streams.settings.EventTimeSettings`) dead-letters events out of that window.
+    ``verbatim`` (``CT_INGEST_VERBATIM``): a record whose events are exactly its value goes into
+    its batch as it came (version 3 records, see streams/ingested.py); off: normalised events only
+    (version 2).
     """
     max_future, max_past = event_time
     stats = PackStats()
@@ -282,18 +311,25 @@ def pack(
                 continue
             size = len(value)  # events came from it: not None
             hub = events[0]["hubId"]
+            # The source value can stand for its events: all valid, exact, of one hub.
+            exact = verbatim and decoded.verbatim and not decoded.invalid
             if len(events) == 1:  # the common case, kept lean: this loop runs per record
                 t = decoded.times[0]
                 if t is None:
                     ts = rec.timestamp
                     t = float(ts) if ts is not None else 0.0
                 chunk = open_get(hub)
-                if chunk is None or len(chunk.events) >= max_batch_events or chunk.raw + size > raw_budget:
+                if chunk is None or len(chunk.offsets) >= max_batch_events or chunk.raw + size > raw_budget:
                     chunk = open_chunks[hub] = _Chunk(hub)
                     chunks.append((partition, chunk))
+                chunk.starts.append(len(chunk.offsets))
                 chunk.offsets.append(rec.offset)
                 chunk.times.append(t)
-                chunk.events.append(events[0])
+                if exact:
+                    chunk.items.append(Fragment(value))
+                    chunk.verbatim = True
+                else:
+                    chunk.items.append(events[0])
                 chunk.raw += size
                 if decoded.publisher_dropped:  # an envelope of one event
                     chunk.dropped += decoded.publisher_dropped
@@ -308,6 +344,7 @@ def pack(
             if all(ev["hubId"] == hub for ev in events):
                 groups = [(hub, events, times)]
             else:  # events of several hubs in one record: split by hub (each keeps its offset)
+                exact = False
                 by_hub: dict[str, tuple[list[dict[str, Any]], list[Any]]] = {}
                 for ev, t in zip(events, times, strict=True):
                     group = by_hub.setdefault(ev["hubId"], ([], []))
@@ -318,23 +355,26 @@ def pack(
                 k = len(group_events)
                 raw = size * k // n
                 chunk = open_get(group_hub)
-                if chunk is None or len(chunk.events) + k > max_batch_events or chunk.raw + raw > raw_budget:
+                if chunk is None or len(chunk.offsets) + k > max_batch_events or chunk.raw + raw > raw_budget:
                     chunk = open_chunks[group_hub] = _Chunk(group_hub)
                     chunks.append((partition, chunk))
-                chunk.offsets.extend([offset] * k)
-                chunk.times.extend(group_times)
-                chunk.events.extend(group_events)
+                if exact:
+                    chunk.add(Fragment(value), [offset] * k, group_times)
+                    chunk.verbatim = True
+                else:
+                    chunk.extend(group_events, offset, group_times)
                 chunk.raw += raw
                 chunk.dropped += dropped  # the publisher's report belongs to the envelope's (first) hub
                 dropped = 0
         stats.offsets[partition] = records[-1].offset + 1
     stats.records = n_records
-    stats.events = sum(len(chunk.events) for _, chunk in chunks)
+    stats.events = sum(len(chunk.offsets) for _, chunk in chunks)
     dead = dict(carry or {})
     for reason, n in reasons.items():
         dead[reason] = dead.get(reason, 0) + n
     if chunks:
-        ingested = _records(chunks, partitions, dead, max_batch_bytes, max_batch_events)
+        version = INGESTED_VERSION if verbatim else 2
+        ingested = _records(chunks, partitions, dead, max_batch_bytes, max_batch_events, version)
         dead = {}
     stats.carry = dead
     stats.ingested = len(ingested)
@@ -612,6 +652,7 @@ class IngestStage:
             carry=self._carry,
             partitions=partitions,
             event_time=self.event_time,
+            verbatim=s.verbatim,
         )
         # The counts ride on this poll's first record; if its delivery fails the stage stops.
         self._carry = stats.carry

@@ -13,7 +13,7 @@ partition of the ingested topic the default partitioner gives each hub. A record
         "partition": 3,                     # the source partition of contest.events
         "offsets": [120, 121, 121, ...],    # the source offset of each event (envelopes repeat it)
         "times": [1764..., ...],            # each event's event time, ms (its timestamp, else the record's)
-        "events": [{...}, ...],             # normalised events (streams.fastdecode.normalise)
+        "events": [{...}, ...],             # see "Events" below
         "deadLetters": {"validation": 2},   # optional: dead letters ingest sent since its last record
         "publisherDropped": 0},             # optional: what the hub's publisher reported dropping
        ...],
@@ -22,7 +22,20 @@ partition of the ingested topic the default partitioner gives each hub. A record
 At live rates a poll holds a few events per hub: one record per worker partition (not one per
 hub, nearly one per event) keeps faust's per-record cost off the worker. A source record's events
 are never split over two batches, and a hub's batches (and the offsets in each) are in source
-order. Version 1 records (one batch's fields at the top level) are still read.
+order. Version 1 records (one batch's fields at the top level) and version 2 (normalised events
+only) are still read.
+
+Events (version 3). Each item of ``events`` is one of
+- a source record's value *as it came*, spliced in unchanged when the fast decoder found it exact
+  (:attr:`streams.fastdecode.Decoded.verbatim`: every event valid, of one hub, its own object with
+  the defaults filled in): a single event, or a whole envelope, which stands for its events;
+- a normalised event (:func:`streams.fastdecode.normalise`), for every other record.
+The worker fills in the defaults an event lacks that are not None (``level`` and a few more,
+from :data:`streams.fastdecode.TEMPLATES`) and reads the other fields with ``get``, so both
+forms read the same. Splicing spares the stage encoding each event again and
+the worker parsing events twice their size (normalised events spell every absent field); the
+stage still validates every event. ``CT_INGEST_VERBATIM=false`` writes only normalised events
+(version 2), the reference. ``offsets`` and ``times`` have one entry per event either way.
 
 Event time. Packing a poll by hub reorders events of different hubs inside the poll, so the
 worker must not move its watermark with each record (a hub's batch would close the windows of the
@@ -43,7 +56,8 @@ from typing import Any
 
 import orjson
 
-from contest_telemetry.schema.contract import PREFIX
+from contest_telemetry.schema.contract import ENVELOPE_MESSAGE, PREFIX
+from streams.fastdecode import TEMPLATES
 
 __all__ = [
     "INGESTED_MESSAGE",
@@ -52,13 +66,22 @@ __all__ = [
     "encode_batch",
     "encode_ingested",
     "encode_record",
+    "expand_events",
     "parse_ingested",
 ]
 
 INGESTED_MESSAGE = PREFIX + "ingested"
-INGESTED_VERSION = 2
-_HEAD = b'{"message":"' + INGESTED_MESSAGE.encode() + b'","v":2,"batches":['
-RECORD_OVERHEAD = len(_HEAD) + len(b'],"wm":') + 32
+INGESTED_VERSION = 3
+_HEAD = {
+    v: b'{"message":"' + INGESTED_MESSAGE.encode() + b'","v":' + str(v).encode() + b',"batches":['
+    for v in (2, 3)
+}
+_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {
+    message: tuple((name, value) for name, value in template.items() if value is not None)
+    for message, template in TEMPLATES.items()
+}
+"""Per event message, the fields whose default is not None (``level``, and a few more)."""
+RECORD_OVERHEAD = len(_HEAD[3]) + len(b'],"wm":') + 32
 """Bytes a record adds to its batches (an upper bound)."""
 
 
@@ -68,7 +91,9 @@ class IngestedBatch:
     partition: int
     offsets: list[int]
     times: list[float]
-    events: list[dict[str, Any]]
+    events: list[Any]
+    """Encoding: normalised events, and source values (``orjson.Fragment``) that stand for their
+    events (see the module docstring). Parsed: events with their defaults filled in."""
     dead_letters: dict[str, int] = field(default_factory=dict)
     publisher_dropped: int = 0
     wm: float | None = None
@@ -90,15 +115,48 @@ def encode_batch(batch: IngestedBatch) -> bytes:
     return orjson.dumps(doc)
 
 
-def encode_record(batches: list[bytes], wm: float | None) -> bytes:
-    """A record of encoded batches (:func:`encode_batch`): joined as they are, not re-encoded."""
+def encode_record(batches: list[bytes], wm: float | None, version: int = INGESTED_VERSION) -> bytes:
+    """A record of encoded batches (:func:`encode_batch`): joined as they are, not re-encoded.
+    ``version`` 2 when no batch holds a source value."""
     tail = b"]}" if wm is None else b'],"wm":' + orjson.dumps(wm) + b"}"
-    return _HEAD + b",".join(batches) + tail
+    return _HEAD[version] + b",".join(batches) + tail
 
 
-def encode_ingested(batch: IngestedBatch) -> bytes:
+def encode_ingested(batch: IngestedBatch, version: int = INGESTED_VERSION) -> bytes:
     """A record of one batch (with the batch's ``wm``)."""
-    return encode_record([encode_batch(batch)], batch.wm)
+    return encode_record([encode_batch(batch)], batch.wm, version)
+
+
+def expand_events(items: list[Any]) -> list[dict[str, Any]]:
+    """A version 3 batch's ``events``: envelopes replaced by their events, and each event given
+    the defaults it lacks that are not None (:data:`_DEFAULTS`, in place). Fields whose default is
+    None stay absent: the worker reads events with ``get``. Raises ValueError for an item that is
+    neither an event the fast decoder knows nor an envelope of them."""
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for item in items:
+        if type(item) is not dict:
+            raise ValueError("ingested event that is not an object")
+        message = item.get("message")
+        defaults = _DEFAULTS.get(message)  # type: ignore[arg-type]
+        if defaults is None:
+            inner = item.get("events") if message == ENVELOPE_MESSAGE else None
+            if type(inner) is not list:
+                raise ValueError(f"ingested event with message {str(message)[:100]!r}")
+            for ev in inner:
+                defaults = _DEFAULTS.get(ev.get("message")) if type(ev) is dict else None  # type: ignore[arg-type]
+                if defaults is None:
+                    raise ValueError("ingested envelope holding an event the fast decoder does not know")
+                for name, value in defaults:
+                    if name not in ev:
+                        ev[name] = value
+                append(ev)
+            continue
+        for name, value in defaults:
+            if name not in item:
+                item[name] = value
+        append(item)
+    return out
 
 
 def parse_ingested(obj: Any) -> list[IngestedBatch] | None:
@@ -111,18 +169,19 @@ def parse_ingested(obj: Any) -> list[IngestedBatch] | None:
         return None
     version = obj.get("v")
     if version == 1:
-        return [_batch(obj, obj.get("wm"))]
-    if version != INGESTED_VERSION:
-        raise ValueError(f"ingested record version {version!r}, expected {INGESTED_VERSION}")
+        return [_batch(obj, obj.get("wm"), False)]
+    if version not in (2, INGESTED_VERSION):
+        raise ValueError(f"ingested record version {version!r}, expected 1 to {INGESTED_VERSION}")
     items = obj.get("batches")
     if type(items) is not list or not items:
         raise ValueError("ingested record without batches")
     wm = obj.get("wm")
     last = len(items) - 1
-    return [_batch(item, wm if i == last else None) for i, item in enumerate(items)]
+    expand = version == INGESTED_VERSION
+    return [_batch(item, wm if i == last else None, expand) for i, item in enumerate(items)]
 
 
-def _batch(obj: Any, wm: Any) -> IngestedBatch:
+def _batch(obj: Any, wm: Any, expand: bool) -> IngestedBatch:
     if type(obj) is not dict:
         raise ValueError("ingested batch that is not an object")
     hub, partition = obj.get("hubId"), obj.get("partition")
@@ -131,6 +190,8 @@ def _batch(obj: Any, wm: Any) -> IngestedBatch:
         raise ValueError("ingested record without hubId or partition")
     if not (type(offsets) is list and type(times) is list and type(events) is list):
         raise ValueError("ingested record without offsets, times or events lists")
+    if expand:
+        events = expand_events(events)
     if not len(offsets) == len(times) == len(events):
         raise ValueError("ingested record whose offsets, times and events differ in length")
     dead = obj.get("deadLetters") or {}

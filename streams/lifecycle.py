@@ -72,8 +72,10 @@ def _set(target: dict[str, Any], name: str, value: Any) -> None:
 
 
 class Lifecycle:
-    """Events are dicts as :func:`streams.fastdecode.decode_events` gives them: every field of the
-    event's class under its wire name (absent fields of other classes read as None).
+    """Events are dicts as :func:`streams.fastdecode.decode_events` gives them (every field of the
+    event's class under its wire name), or as an ingested record holds them (fields whose default
+    is None may be absent, see :func:`streams.ingested.expand_events`): every field but
+    ``message`` is read with ``get``.
 
     Entries are addressed by an *ident*: ``a<SEP><roomId><SEP><contestKey>`` for armed entries,
     ``c<SEP><contestId>`` for launched contests (:func:`ident_armed`, :func:`ident_contest`). Every
@@ -126,8 +128,8 @@ class Lifecycle:
     # -- events --------------------------------------------------------------------------------
     def apply(self, hub: str, ev: dict[str, Any], t: float) -> Effect:
         msg = ev["message"]
-        room = ev["roomId"]
-        contest_key = ev["contestKey"]
+        room = ev.get("roomId")
+        contest_key = ev.get("contestKey")
         key = f"{room}{_SEP}{contest_key}"
         touched = self.touched
         if msg == ARMED:
@@ -146,12 +148,12 @@ class Lifecycle:
             else:
                 entry = {"roomId": room, "contestKey": contest_key}
             _take(entry, ev)
-            expired_at = ev["expiredAt"]
+            expired_at = ev.get("expiredAt")
             fields = {"expiredAt": expired_at, "armingDurationMs": ev.get("armingDurationMs")}
             if fields["armingDurationMs"] is None:
                 fields["armingDurationMs"] = arming_duration_ms(entry.get("createdAt"), expired_at)
             return Effect(record=self._record(hub, ev, "expired", entry, fields))
-        contest_id: str = ev["contestId"]
+        contest_id: str = ev.get("contestId")  # type: ignore[assignment]
         contest = self.contests.get(contest_id)
         if contest is None:
             armed = self.armed.pop(key, None)
@@ -167,7 +169,7 @@ class Lifecycle:
         contest["seen"] = t
         _take(contest, ev)
         if msg == LAUNCHED:
-            arming = ev["armingDurationMs"]
+            arming = ev.get("armingDurationMs")
             if arming is None:
                 arming = arming_duration_ms(contest.get("createdAt"), contest.get("startedAt"))
             if arming is not None:
@@ -176,8 +178,8 @@ class Lifecycle:
                 return Effect(arming=arming)
             return NO_EFFECT
         if msg == WORKFLOW_STARTED:
-            _set(contest, "workflowId", ev["workflowId"])
-            _set(contest, "runId", ev["runId"])
+            _set(contest, "workflowId", ev.get("workflowId"))
+            _set(contest, "runId", ev.get("runId"))
             return NO_EFFECT
         self.contests.pop(contest_id, None)
         effect = Effect(
@@ -186,14 +188,18 @@ class Lifecycle:
             capacity=contest.get("participantCapacity"),
         )
         if msg == RESOLVED:
-            created, started, resolved = contest.get("createdAt"), contest.get("startedAt"), ev["resolvedAt"]
+            created, started, resolved = (
+                contest.get("createdAt"),
+                contest.get("startedAt"),
+                ev.get("resolvedAt"),
+            )
             computed = resolution_durations(created, started, resolved)
-            arming = ev["armingDurationMs"]
+            arming = ev.get("armingDurationMs")
             if arming is None:
                 arming = contest.get("armingDurationMs")
             if arming is None:
                 arming = computed.arming_ms
-            resolution = ev["resolutionDurationMs"]
+            resolution = ev.get("resolutionDurationMs")
             if resolution is None:
                 resolution = computed.resolution_ms
             if arming is not None and not contest.get("ar"):
@@ -202,29 +208,29 @@ class Lifecycle:
             fields = {
                 "armingDurationMs": arming,
                 "resolutionDurationMs": resolution,
-                "outcomeTier": ev["outcomeTier"],
-                "sharedComplicationCount": ev["sharedComplicationCount"],
+                "outcomeTier": ev.get("outcomeTier"),
+                "sharedComplicationCount": ev.get("sharedComplicationCount"),
             }
             effect.record = self._record(hub, ev, "resolved", contest, fields)
         else:  # workflowFailed
-            effect.record = self._record(hub, ev, "workflowFailed", contest, {"error": ev["error"]})
+            effect.record = self._record(hub, ev, "workflowFailed", contest, {"error": ev.get("error")})
         return effect
 
     @staticmethod
     def _record(
         hub: str, ev: dict[str, Any], lifecycle: str, contest: dict[str, Any], fields: dict[str, Any]
     ) -> dict[str, Any]:
-        fields.setdefault("resolvedAt", ev["resolvedAt"])
-        fields.setdefault("expiredAt", ev["expiredAt"])
+        fields.setdefault("resolvedAt", ev.get("resolvedAt"))
+        fields.setdefault("expiredAt", ev.get("expiredAt"))
         fields = {k: v for k, v in fields.items() if v is not None}
         return build_record(
             message=ev["message"],
             lifecycle=lifecycle,
             hub=hub,
             contest=contest,
-            timestamp=ev["timestamp"],
-            level=ev["level"],
-            event_id=ev["eventId"],
+            timestamp=ev.get("timestamp"),
+            level=ev["level"],  # filled in when absent (expand_events)
+            event_id=ev.get("eventId"),
             fields=fields,
         )
 

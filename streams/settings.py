@@ -280,6 +280,12 @@ class IngestSettings(BaseSettings):
         description="Target largest ingested record in bytes (keep under the topic's max.message.bytes, "
         "1 MiB by default); a single source record larger than this is still sent whole.",
     )
+    verbatim: bool = Field(
+        default=True,
+        description="Put a source record whose events are all valid and exact into its ingested batch "
+        "as it came (version 3 records; the worker fills in the defaults) instead of encoding each "
+        "event again; false: normalised events only (version 2, the reference). Workers read both.",
+    )
     poll_timeout_ms: int = Field(default=100, ge=0, description="How long one poll waits for records.")
     poll_linger_ms: int = Field(
         default=25,

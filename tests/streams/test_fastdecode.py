@@ -331,3 +331,20 @@ def test_no_window_screens_nothing_and_events_without_a_timestamp_pass() -> None
     assert _screened(orjson.dumps(_at(far)), 0, (None, None)) == []
     untimed = {k: v for k, v in _at(far).items() if k != "timestamp"}
     assert _screened(orjson.dumps(untimed), 0, (1.0, 1.0)) == []
+
+
+def test_verbatim_only_when_the_events_are_their_source_objects() -> None:
+    """``Decoded.verbatim``: the ingest stage may then splice the record's value in as it came."""
+    from contest_telemetry.schema import encode_envelope
+    from tests.helpers.streams_reference import make_events
+
+    events = make_events(hubs=1, contests_per_hub=3)
+    assert decode_events(orjson.dumps(events[0])).verbatim
+    assert decode_events(encode_envelope("hub-0", events)).verbatim
+    launched = next(e for e in events if e["message"].endswith("launched"))
+    as_float = {**launched, "participantCount": float(launched["participantCount"])}
+    decoded = decode_events(orjson.dumps(as_float))
+    assert decoded.events and not decoded.verbatim  # normalised to an int: not the source
+    decoded = decode_events(orjson.dumps({**events[0], "extra": 1}))
+    assert decoded.events and not decoded.verbatim  # the schema's path drops the extra field
+    assert not decode_events(encode_envelope("hub-0", [events[0], as_float])).verbatim

@@ -213,20 +213,25 @@ def test_pack_max_batch_bytes_splits_between_source_records() -> None:
         assert prev.offsets[-1] < nxt.offsets[0]
 
 
-def test_an_oversized_record_is_split_between_source_records() -> None:
-    """The encoded size decides in the end (the source-bytes estimate may be off)."""
+@pytest.mark.parametrize("verbatim", [False, True], ids=["normalised", "verbatim"])
+def test_an_oversized_record_is_split_between_source_records(verbatim: bool) -> None:
+    """The encoded size decides in the end (the source-bytes estimate may be off). Normalised: one
+    item per event; verbatim: one source value (an envelope) per source record."""
     hub0 = [e for e in _events(hubs=1, contests=10) if e["hubId"] == "hub-0"]
     chunk = _Chunk("hub-0")
-    for i, ev in enumerate(hub0):
-        chunk.offsets.append(i // 3)  # three events per source record
-        chunk.times.append(float(i))
-        chunk.events.append(ev)
+    for r in range(0, len(hub0), 3):  # three events per source record
+        evs, times = hub0[r : r + 3], [float(i) for i in range(r, min(r + 3, len(hub0)))]
+        if verbatim:
+            chunk.add(orjson.Fragment(encode_envelope("hub-0", evs)), [r // 3] * len(evs), times)
+        else:
+            chunk.extend(evs, r // 3, times)
     chunk.dropped = 2
-    whole = encode_ingested(IngestedBatch("hub-0", 0, chunk.offsets, chunk.times, chunk.events))
+    whole = encode_ingested(IngestedBatch("hub-0", 0, chunk.offsets, chunk.times, chunk.items))
     out = _records([(0, chunk)], None, {"decode": 1}, len(whole) // 3, 10**6)
     batches = _batches(out)
     assert len(batches) >= 3 and all(len(v) <= len(whole) // 3 for _, v in out)
     assert [o for b in batches for o in b.offsets] == chunk.offsets
+    assert [e["eventId"] for b in batches for e in b.events] == [e["eventId"] for e in hub0]
     assert all(len(set(b.offsets)) == len(b.offsets) // 3 for b in batches[:-1])  # whole records
     assert [b.dead_letters for b in batches] == [{"decode": 1}] + [{}] * (len(batches) - 1)
     assert [b.publisher_dropped for b in batches] == [2] + [0] * (len(batches) - 1)
@@ -707,3 +712,59 @@ def test_polls_in_flight_queue_their_records_in_poll_order() -> None:
     asyncio.run(go())
     offsets = [o for _k, v in queued for b in parse_ingested(orjson.loads(v)) or () for o in b.offsets]
     assert offsets == sorted(offsets) and len(offsets) == 120
+
+
+@pytest.mark.parametrize("form", ["single", "envelope"])
+def test_verbatim_records_give_the_worker_what_normalised_ones_do(form: str) -> None:
+    """Version 3 records (source values spliced in, CT_INGEST_VERBATIM) against version 2
+    (normalised events, the reference): the worker's windows, contest records, counts and state
+    writes are the same. The events include every lifecycle message, producer-sent and missing
+    durations, optional fields absent, a float count (normalised), extra fields (the schema's
+    path), an event of required fields only, and a record of two hubs (split, so normalised)."""
+    from tests.streams.engine_harness import Harness
+
+    events = make_events(hubs=3, contests_per_hub=40, send_durations=0.5, fail_ratio=0.2)
+    events[5] = {**events[5], "note": "an extra field"}
+    # Only the required fields (no roomId, no eventId): what a minimal hub sends.
+    events[9] = {k: events[9][k] for k in ("message", "timestamp", "hubId", "contestKey")}
+    events[9]["message"] = "telemetry.contest.armed"
+    for i, ev in enumerate(events):
+        if ev["message"].endswith("launched") and "participantCount" in ev:
+            events[i] = {**ev, "participantCount": float(ev["participantCount"])}
+            break
+    if form == "single":
+        recs = [_single(0, i, ev) for i, ev in enumerate(events)]
+    else:
+        groups: list[list[dict[str, Any]]] = []
+        for i in range(0, len(events), 7):
+            chunk = events[i : i + 7]
+            hubs = {e["hubId"] for e in chunk}
+            groups.extend(
+                [chunk] if i == 14 else [[e for e in chunk if e["hubId"] == h] for h in sorted(hubs)]
+            )
+        recs = [
+            Rec(0, i, g[0]["hubId"].encode(), encode_envelope(g[0]["hubId"], g)) for i, g in enumerate(groups)
+        ]
+    ingested: dict[bool, list[tuple[bytes, bytes]]] = {}
+    for verbatim in (False, True):
+        ingested[verbatim] = [
+            r
+            for j in range(0, len(recs), 50)  # polls of 50 records
+            for r in pack({0: recs[j : j + 50]}, topic=TOPIC, partitions=2, verbatim=verbatim)[0]
+        ]
+    assert all(b'"v":3' in v for _, v in ingested[True]) and all(b'"v":2' in v for _, v in ingested[False])
+    # Most events went in as they came, without the absent fields normalising spells out.
+    size = {verbatim: sum(len(v) for _, v in records) for verbatim, records in ingested.items()}
+    assert size[True] < 0.8 * size[False]
+    seen = []
+    for records in ingested.values():
+        h = Harness(stage=True)
+        offsets = {0: 0, 1: 0}
+        for key, value in records:
+            p = _worker_partition(key.decode(), 2)
+            h.feed(p, key.decode(), value, offset=offsets[p])
+            offsets[p] += 1
+        h.write(h.engine.flush().writes)
+        seen.append((h.windows, h.records, h.dlq, dict(h.store)))
+    assert seen[0][0] and seen[0][1]
+    assert seen[0] == seen[1]

@@ -152,7 +152,12 @@ class WorkerApp:
             recovery_buffer_size=10_000,
         )
         self.engine = Engine(
-            settings, self.table, counters, self.source_name, stage=settings.state_flush_s > 0
+            settings,
+            self.table,
+            counters,
+            self.source_name,
+            stage=settings.state_flush_s > 0,
+            dlq_max_bytes=topics.dlq_max_bytes,
         )
         self.source = WorkerSource(app, self.engine, self.source_name)
         self.health = health if health is not None else WorkerHealth(settings)

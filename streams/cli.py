@@ -186,8 +186,30 @@ def run_worker(
     fatal = getattr(app, "fatal", None)
     if fatal is not None:
         print(f"worker: stopped: {fatal}", file=sys.stderr, flush=True)
-        return code or 1
+        code = code or 1
+    _exit_within(settings.exit_grace_s, code)
     return code
+
+
+def _exit_within(grace_s: float, code: int) -> None:
+    """Make sure the process ends ``grace_s`` from now with ``code``. faust can leave a
+    non-daemon thread running once it stopped (its consumer's service thread, after a fatal stop
+    that failed to stop the app), and the interpreter then waits for it at exit for good: a
+    worker that printed its error but never exits is restarted by no supervisor. Everything
+    durable is written by then (nothing is committed past a fatal stop)."""
+
+    def force() -> None:
+        alive = [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+        log.warning(
+            "worker: threads %s still running %.0f s after the stop; exiting with %d", alive, grace_s, code
+        )
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
+
+    timer = threading.Timer(grace_s, force)
+    timer.daemon = True  # never holds the exit itself
+    timer.start()
 
 
 def run(args: argparse.Namespace) -> int:

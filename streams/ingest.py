@@ -51,8 +51,8 @@ from orjson import Fragment
 from contest_telemetry.logs import quiet_producer_probe
 from contest_telemetry.schema import InvalidEvent
 from contest_telemetry.settings import KafkaSettings, TopicSettings
-from streams.counters import INGEST_LOST_OFFSETS
-from streams.dlq import dlq_headers, dlq_value, encode_dlq
+from streams.counters import DLQ_TRUNCATED, INGEST_LOST_OFFSETS
+from streams.dlq import MAX_DLQ_BYTES, count_truncated, cut_dlq, dlq_headers, dlq_value
 from streams.exceptions import ProcessingError, StreamsError
 from streams.fastdecode import Decoded, decode_events, screen_event_times
 from streams.ingested import INGESTED_VERSION, RECORD_OVERHEAD, IngestedBatch, encode_batch, encode_record
@@ -248,6 +248,7 @@ def pack(
     partitions: int | None = None,
     event_time: tuple[float | None, float | None] = (None, None),
     verbatim: bool = True,
+    dlq_max_bytes: int = MAX_DLQ_BYTES,
 ) -> tuple[list[Ingested], list[DeadLetter], PackStats]:
     """Decode, validate and pack one poll of ``topic`` (partition -> records in offset order; each
     record has ``.partition``, ``.offset``, ``.key``, ``.value``, ``.timestamp`` in ms).
@@ -264,7 +265,8 @@ def pack(
     :class:`streams.settings.EventTimeSettings`) dead-letters events out of that window.
     ``verbatim`` (``CT_INGEST_VERBATIM``): a record whose events are exactly its value goes into
     its batch as it came (version 3 records, see streams/ingested.py); off: normalised events only
-    (version 2).
+    (version 2). A dead letter larger than ``dlq_max_bytes`` (``CT_TOPIC_DLQ_MAX_BYTES``) has
+    its payload cut (:func:`streams.dlq.cut_dlq`).
     """
     max_future, max_past = event_time
     stats = PackStats()
@@ -305,7 +307,8 @@ def pack(
                     )
                     reason = dv["reason"]
                     reasons[reason] = reasons.get(reason, 0) + 1
-                    dead_letters.append((rec.key, encode_dlq(dv), dlq_headers(dv)))
+                    data, cut = cut_dlq(dv, dlq_max_bytes)
+                    dead_letters.append((rec.key, data, dlq_headers(dv, cut=cut)))
             events = decoded.events
             if not events:
                 continue
@@ -653,9 +656,13 @@ class IngestStage:
             partitions=partitions,
             event_time=self.event_time,
             verbatim=s.verbatim,
+            dlq_max_bytes=topics.dlq_max_bytes,
         )
         # The counts ride on this poll's first record; if its delivery fails the stage stops.
         self._carry = stats.carry
+        truncated = count_truncated(dead)
+        if truncated:  # counted by the worker's exporter, carried like the dead-letter counts
+            self._carry[DLQ_TRUNCATED] = self._carry.get(DLQ_TRUNCATED, 0) + truncated
         offsets = {tp: stats.offsets[tp.partition] for tp in batch if tp.partition in stats.offsets}
         return _Poll(ingested, dead, stats, offsets)
 

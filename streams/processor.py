@@ -28,7 +28,7 @@ import orjson
 from contest_telemetry.schema import WORKFLOW_FAILED, InvalidEvent, short_type
 from contest_telemetry.schema.contract import MULTI_ACTOR_OVER
 from streams.counters import CounterSink
-from streams.dlq import dlq_headers, dlq_value, encode_dlq
+from streams.dlq import MAX_DLQ_BYTES, cut_dlq, dlq_headers, dlq_value
 from streams.exceptions import ProcessingError, StateError
 from streams.fastdecode import decode_events, screen_event_times
 from streams.ingested import INGESTED_MESSAGE, parse_ingested
@@ -110,8 +110,10 @@ class Engine:
         event_time: EventTimeSettings | None = None,
         *,
         stage: bool = False,
+        dlq_max_bytes: int = MAX_DLQ_BYTES,
     ) -> None:
         self.settings = settings
+        self.dlq_max_bytes = dlq_max_bytes  # CT_TOPIC_DLQ_MAX_BYTES: larger payloads are cut
         # Staged: a record's table writes wait for :meth:`flush`, which writes each key touched
         # since the last flush once (see "Staged writes" in streams/state.py). Otherwise every
         # record's ``Outputs.writes`` carries its own writes (the reference, and the off switch).
@@ -244,7 +246,10 @@ class Engine:
                 envelope=envelope,
             )
             reasons[dv["reason"]] = reasons.get(dv["reason"], 0) + 1
-            out.dlq.append((key, encode_dlq(dv), dlq_headers(dv)))
+            data, cut = cut_dlq(dv, self.dlq_max_bytes)
+            out.dlq.append((key, data, dlq_headers(dv, cut=cut)))
+            if cut:
+                self.counters.dlq_truncated()
         for reason, n in reasons.items():
             self.counters.invalid(reason, n)
 

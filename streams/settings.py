@@ -133,6 +133,12 @@ class WorkerSettings(BaseSettings):
         allow_inf_nan=False,
         description="An owned input partition with records waiting and nothing applied for this long is put back into fetching (see docs/known-issues.md).",
     )
+    exit_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Once stopped, the worker process exits within this many seconds even if a thread faust left running (seen after a fatal stop) would hold the interpreter at exit; the threads still alive are logged.",
+    )
     health_stall_s: float = Field(
         default=120.0,
         gt=0,

@@ -25,6 +25,7 @@ from typing import IO, Any
 import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from contest_telemetry.cli.errors import EXIT_ERROR, EXIT_OK, run_reported
 from contest_telemetry.cli.parser import Parser
@@ -235,12 +236,14 @@ def _render(report: VerifyReport, out: IO[str]) -> None:
     for column in ("kind", "file", "topic", "partition", "detail"):
         table.add_column(column, overflow="fold")
     for problem in report.problems:
+        # Text, not str: names and details come from the archive, and rich reads "[...]" in a str
+        # as markup (a name like "[/x]" raised MarkupError).
         table.add_row(
-            problem.kind,
-            problem.file or "",
-            problem.topic or "",
-            "" if problem.partition is None else str(problem.partition),
-            problem.detail,
+            Text(problem.kind),
+            Text(problem.file or ""),
+            Text(problem.topic or ""),
+            Text("" if problem.partition is None else str(problem.partition)),
+            Text(problem.detail),
         )
     console.print(table)
     console.print(f"{report.files} files, {report.lines} lines checked", markup=False)

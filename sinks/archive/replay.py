@@ -569,6 +569,6 @@ def render_stats(stats: ReplayStats, out: IO[str]) -> None:
         table.add_row(key, str(data[key]))
     for partition, count in data["byPartition"].items():
         table.add_row(f"sent from partition {partition}", str(count))
-    console = Console(file=out, width=None if out.isatty() else 120, highlight=False)
+    console = Console(file=out, width=None if out.isatty() else 120, highlight=False, markup=False)
     console.print(f"archive replay: {stats.source_topic} -> {stats.target}", markup=False)
     console.print(table)

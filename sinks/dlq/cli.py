@@ -127,7 +127,9 @@ def _topic_name(flag: str, name: str) -> str:
 
 
 def _console(out: IO[str]) -> Console:
-    return Console(file=out, width=None if out.isatty() else 140, highlight=False)
+    return Console(
+        file=out, width=None if out.isatty() else 140, highlight=False, markup=False
+    )  # hub ids, reasons, errors come from dead letters: never markup
 
 
 def _counts_table(title: str, counts: dict[str, int], other: int = 0) -> Table:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import urllib.request
+from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contest_telemetry.schema import InvalidEvent
 from sinks.prometheus import ExporterSettings, PipelineCollector, PipelineCounters, start_exporter
-from streams.counters import DLQ_TRUNCATED
+from streams.counters import DLQ_TRUNCATED, CounterSink
 from streams.dlq import (
     TRUNCATED_HEADER,
     count_truncated,
@@ -24,6 +25,9 @@ from streams.dlq import (
     encode_dlq,
 )
 from streams.exceptions import ProcessingError
+from streams.ingest import pack
+from streams.processor import Engine
+from streams.settings import WorkerSettings
 
 KiB = 1024
 
@@ -108,3 +112,41 @@ def test_cut_dead_letters_are_counted_on_the_scraped_page():
     assert samples[("contest_dlq_payloads_truncated_total", ())] == 5
     assert samples[("contest_invalid_events_total", (("reason", "decode"),))] == 5
     assert ("contest_invalid_events_total", (("reason", DLQ_TRUNCATED),)) not in samples
+
+
+class _Counting(CounterSink):
+    def __init__(self) -> None:
+        self.truncated = 0
+
+    def dlq_truncated(self, n: int = 1) -> None:
+        self.truncated += n
+
+
+def test_the_worker_and_the_ingest_stage_cut_at_the_configured_size() -> None:
+    """Both writers of dead letters cut at ``dlq_max_bytes`` (``CT_TOPIC_DLQ_MAX_BYTES``), flag
+    the letter, and count it: the worker directly, the ingest stage through the counts its next
+    ingested record carries."""
+    big = b"\xff" * (100 * KiB)  # not JSON: a decode dead letter of ~133 KiB once base64-encoded
+    counters = _Counting()
+    engine = Engine(WorkerSettings(), {}, counters, dlq_max_bytes=64 * KiB)
+    out = engine.process(0, 0, b"hub-1", big, 1.0)
+    [(_key, value, headers)] = out.dlq
+    assert len(value) <= 64 * KiB and (TRUNCATED_HEADER, b"1") in headers and counters.truncated == 1
+    assert orjson.loads(value)["reason"] == "decode"
+    small = Engine(WorkerSettings(), {}, _Counting())  # the default size keeps it whole
+    [(_key, whole, headers)] = small.process(0, 0, b"hub-1", big, 1.0).dlq
+    assert len(whole) > 100 * KiB and (TRUNCATED_HEADER, b"1") not in headers
+
+    @dataclass
+    class Rec:
+        partition: int
+        offset: int
+        key: bytes | None
+        value: bytes | None
+        timestamp: int = 0
+
+    _ingested, dead, stats = pack(
+        {0: [Rec(0, 5, b"hub-1", big)]}, topic="contest.events", dlq_max_bytes=64 * KiB
+    )
+    [(_key, value, headers)] = dead
+    assert len(value) <= 64 * KiB and count_truncated(dead) == 1 and stats.dead_letters == {"decode": 1}

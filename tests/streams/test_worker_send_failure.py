@@ -104,11 +104,9 @@ def test_a_rejected_contest_record_stops_the_worker_and_a_restart_applies_it_onc
         # None reached the topic before the restart: each contest record exactly once after it.
         assert len(records) == len({r["eventId"] for r in records}) == finished, second.log()
         assert second.alive(), second.log()
-        if not exited:
-            # Known (reported): faust's consumer thread (a non-daemon mode ServiceThread) outlives
-            # the fatal stop, so the process printed its error but never exited 1. Everything
-            # above (nothing committed past the failure, applied once after a restart) held.
-            pytest.xfail("the worker did not exit after its fatal stop (faust thread left running)")
+        # faust's consumer thread (a non-daemon mode ServiceThread) can outlive the fatal stop;
+        # the worker exits anyway within CT_WORKER_EXIT_GRACE_S (10 s).
+        assert exited, first.log()
         assert first.proc is not None and first.proc.returncode == 1, first.log()
     finally:
         first.stop()

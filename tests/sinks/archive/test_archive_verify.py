@@ -139,11 +139,6 @@ def test_a_hostile_manifest_line_is_one_problem_without_a_traceback_or_raw_contr
     assert not _RAW_CONTROL.search(json.dumps(problem, ensure_ascii=False))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sinks/archive/cli.py _render passes manifest names to rich as markup: '[/x]' raises "
-    "MarkupError (traceback); cells must be rich.text.Text",
-)
 def test_a_manifest_name_that_looks_like_rich_markup_is_printed_as_is(tmp_path: Path) -> None:
     _with_manifest_line(tmp_path, lambda e: json.dumps({**e, "file": "[/bad] [bold]x"}))
     table = subprocess.run(verify_command(tmp_path), cwd=REPO, capture_output=True, timeout=60, check=False)

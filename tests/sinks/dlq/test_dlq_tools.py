@@ -135,3 +135,20 @@ def test_bad_flags_are_one_line_and_non_zero(
     assert ct_main(["dlq", *args, "--bootstrap", "127.0.0.1:1"] if args != ["purge"] else ["dlq", *args]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_tables_print_names_that_look_like_rich_markup_as_they_are() -> None:
+    """Hub ids, reasons and errors come from dead letters: "[/x]" is text, never markup (rich
+    raised MarkupError on it)."""
+    import io
+
+    from rich.table import Table
+
+    from sinks.dlq.cli import _console
+
+    out = io.StringIO()
+    table = Table()
+    table.add_column("hub")
+    table.add_row("[/bad] [bold]x")
+    _console(out).print(table)
+    assert "[/bad] [bold]x" in out.getvalue()

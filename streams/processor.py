@@ -739,8 +739,10 @@ class Engine:
             changed = False
             closing = sorted(idx for idx in hs.open if idx < k_new)
             lines: list[bytes] = []
+            appended: list[WindowAgg] = []  # the windows of ``lines``
             existing = self._get(closed_key(hub))
-            if hs.closed_k is not None and (k_prev is None or hs.closed_k > k_prev) and existing:
+            recovered = hs.closed_k is not None and (k_prev is None or hs.closed_k > k_prev) and existing
+            if recovered:
                 # This hub's closing reached the changelog but the partition's did not (a crash):
                 # its results for the windows being closed now come from its retained windows.
                 for line in split_lines(existing):
@@ -760,13 +762,21 @@ class Engine:
                 out.windows.append((hub.encode(), data))
                 if not _contains_window(existing, payload["windowId"]):
                     lines.append(data)
+                    appended.append(agg)
                 partial(agg.start).merge(agg)
             if closing:
                 hs.closed_k = k_new
                 new = self._retained(existing, lines) if lines else existing
                 if new is not None:
                     writes.append((closed_key(hub), new))
-                    self.recent[hub] = (partition, self._recent_from_lines(new)[-rolling:])
+                    prior = self.recent.get(hub)
+                    if not recovered and (prior is not None or existing is None):
+                        # What the retained lines say, without decoding them again: the windows
+                        # before (decoded once, at load) and the ones just closed.
+                        before = prior[1] if prior is not None else ()
+                        self.recent[hub] = (partition, (*before, *appended)[-rolling:])
+                    else:
+                        self.recent[hub] = (partition, self._recent_from_lines(new)[-rolling:])
                 changed = True
             expired = hs.lifecycle.expire(hub, ttl_before)
             if expired:

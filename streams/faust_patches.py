@@ -172,6 +172,9 @@ def check_outputs_before_commit() -> None:
             await applier.flush_state()
         await producer_cls._ct_original_producer_flush(self)
         if applier is not None:
+            # A delivery that completed during the flush reports through its done-callback, which
+            # the loop runs on its next turn: let it run before looking.
+            await asyncio.sleep(0)
             applier.check()
 
     producer_cls._ct_original_producer_flush = flush

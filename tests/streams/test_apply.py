@@ -205,9 +205,12 @@ def test_a_staged_flush_writes_no_state_before_its_records_outputs_are_acknowled
     assert table == {}  # the first flush (50 events) comes after the unacknowledged record
 
 
-def test_a_failed_delivery_stops_the_next_record_and_the_commit_flush() -> None:
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_failed_delivery_stops_the_next_record_and_the_commit_flush(when: str) -> None:
     """A dead letter or contest record is not awaited per record; when its delivery fails, the
-    next record and faust's pre-commit flush (streams/faust_patches.py) raise ApplyError."""
+    next record and faust's pre-commit flush (streams/faust_patches.py) raise ApplyError. A
+    delivery that fails *during* the flush (its done-callback not run yet when the flush returns)
+    stops the commit too."""
     from faust.transport.drivers.aiokafka import Producer as FaustProducer
 
     from streams.faust_patches import check_outputs_before_commit
@@ -217,10 +220,11 @@ def test_a_failed_delivery_stops_the_next_record_and_the_commit_flush() -> None:
     async def fail_one() -> None:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         applier._watch(fut)
-        fut.set_exception(RuntimeError("MessageSizeTooLarge"))
-        await asyncio.sleep(0)
-        with pytest.raises(ApplyError, match="could not be stored"):
-            await applier.apply(0, 10**6, b"h", b"{}", 0.0, "contest.events")
+        if when == "before":
+            fut.set_exception(RuntimeError("MessageSizeTooLarge"))
+            await asyncio.sleep(0)
+            with pytest.raises(ApplyError, match="could not be stored"):
+                await applier.apply(0, 10**6, b"h", b"{}", 0.0, "contest.events")
         check_outputs_before_commit()
 
         class App:
@@ -231,7 +235,8 @@ def test_a_failed_delivery_stops_the_next_record_and_the_commit_flush() -> None:
         producer.app.applier = applier
 
         async def flushed(self: Any) -> None:
-            return None
+            if not fut.done():  # acknowledged (here: refused) while faust flushes
+                fut.set_exception(RuntimeError("MessageSizeTooLarge"))
 
         original = FaustProducer._ct_original_producer_flush  # type: ignore[attr-defined]
         FaustProducer._ct_original_producer_flush = flushed  # type: ignore[attr-defined]

@@ -13,91 +13,56 @@ outputs, waits for the window results to be acknowledged, then writes the table 
 Per record, each touched table key is written once, and only the keys the record touched: the
 framework cost is paid per Kafka record, not per event, and state bytes per event do not grow
 with the number of open contests.
+
+:class:`Engine` keeps the record-level control flow (decoding, applying events, the staged table
+writes) and delegates the rest, the way aiokafka's producer hands batches to its accumulator and
+sender: :class:`~streams.engine_cache.TableCache` (the decoded table: hubs and partitions,
+loaded once), :class:`~streams.closing.WindowCloser` (closing windows, expiring lifecycles,
+evicting idle hubs) and :class:`~streams.views.RollingViews` (the exporter's views).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import orjson
 
 from contest_telemetry.schema import WORKFLOW_FAILED, InvalidEvent, short_type
 from contest_telemetry.schema.contract import MULTI_ACTOR_OVER
+from streams.closing import WindowCloser
 from streams.counters import CounterSink
 from streams.dlq import MAX_DLQ_BYTES, cut_dlq, dlq_headers, dlq_value
+from streams.engine_cache import Store, TableCache
 from streams.exceptions import ProcessingError, StateError
 from streams.fastdecode import decode_events, screen_event_times
 from streams.ingested import INGESTED_MESSAGE, parse_ingested
 from streams.lifecycle import NO_EFFECT, dropped_record
+from streams.outputs import Outputs, Touched
 from streams.settings import EventTimeSettings, WorkerSettings
-from streams.snapshot import HubWindowView, PipelineSnapshot
+from streams.snapshot import PipelineSnapshot
 from streams.state import (
     HubState,
     PartState,
-    all_key,
-    append_lines,
-    closed_key,
     encode_entry,
     encode_window,
     entry_key,
     hub_key,
-    load_hubs,
     part_key,
-    split_lines,
     window_key,
 )
-from streams.state import as_bytes as _as_bytes
+from streams.views import ALL_HUB, RollingViews
 from streams.windows import WindowAgg, closed_index
 
 __all__ = ["ALL_HUB", "Engine", "Outputs", "Store"]
 
 log = logging.getLogger(__name__)
 
-ALL_HUB = "_all"
 _INGESTED_PREFIX = b'{"message":"' + INGESTED_MESSAGE.encode() + b'"'
 
 # One hub's events of one record: (source partition, events, event times, source offsets).
 _Group = tuple[int, list[dict[str, Any]], list[float], list[int]]
-
-
-class Store(Protocol):
-    def get(self, key: str) -> Any: ...
-    def keys(self) -> Iterable[str]: ...
-    def items(self) -> Iterable[tuple[str, Any]]: ...
-
-
-@dataclass
-class Outputs:
-    dlq: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
-    records: list[tuple[bytes, bytes]] = field(default_factory=list)
-    windows: list[tuple[bytes, bytes]] = field(default_factory=list)
-    writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # None: delete the key
-    # The changelog partition of each write (the input partition its hub or partition key is on).
-    write_partitions: list[int] = field(default_factory=list)
-    events: int = 0
-    skipped: bool = False
-    newest_event_ms: float | None = None
-    # Staged mode only: processing the record failed and the caches (with every record staged
-    # since the last flush) were dropped; read again from ``applied + 1``, this record included.
-    rewound: bool = False
-
-
-def _contains_window(lines: bytes | None, window_id: str) -> bool:
-    return bool(lines) and (b'"windowId":' + orjson.dumps(window_id)) in lines  # type: ignore[operator]
-
-
-class _Touched:
-    """What one record changed for one hub: window indexes, and keys to delete at once."""
-
-    __slots__ = ("deletes", "windows")
-
-    def __init__(self) -> None:
-        self.windows: set[int] = set()
-        self.deletes: list[str] = []
 
 
 class Engine:
@@ -120,23 +85,16 @@ class Engine:
         self.stage = stage
         # Checked where this engine validates events itself (records of contest.events).
         self.event_time = (event_time or EventTimeSettings()).window_ms()
-        self.store = store
         self.counters: CounterSink = counters or CounterSink()
         self.source_topic = source_topic
         self.size = settings.window_ms
         self.grace = settings.grace_ms
         self.alpha = settings.alpha
         self.max_buckets = settings.sketch_max_buckets
-        self.max_open = settings.max_open_contests
         self.max_value = settings.max_state_value_bytes
-        self.idle_windows = settings.idle_hub_windows or settings.retained_windows
-        self.hubs: dict[str, HubState] = {}
-        self.parts: dict[int, PartState] = {}
-        self.loaded = False
-        # Read by snapshot() (possibly from the exporter's thread): values are replaced, never mutated.
-        self.recent: dict[str, tuple[int | None, tuple[WindowAgg, ...]]] = {}
-        self.all_recent: dict[int, tuple[WindowAgg, ...]] = {}
-        self._view_cache: dict[str, tuple[int, HubWindowView, HubWindowView]] = {}
+        self.views = RollingViews(self.size, settings.rolling_windows, self._agg)
+        self.cache = TableCache(store, settings.max_open_contests, self.views)
+        self.closer = WindowCloser(settings, self.cache, self.views, self.counters, self._agg)
         self.newest_event_ms: float | None = None
         self._reset_staged()
         # Records (partition, offset) whose processing failed once in staged mode: dead-lettered
@@ -146,80 +104,60 @@ class Engine:
 
     def _reset_staged(self) -> None:
         # What the records since the last flush changed, written by flush(): the hubs and what
-        # they touched, closed windows (c:, a:) and evicted keys (None), last operation wins,
-        # and the partitions whose p: moved.
+        # they touched, closed windows and evicted keys (``cache.staged``), and the partitions
+        # whose p: moved.
         self._dirty: dict[str, HubState] = {}
-        self._touched: dict[str, _Touched] = {}
-        self._staged: dict[str, tuple[bytes | None, int]] = {}
+        self._touched: dict[str, Touched] = {}
+        self.cache.staged = {}
         self._dirty_parts: set[int] = set()
         self.staged_events = 0
-
-    def _get(self, key: str) -> bytes | None:
-        staged = self._staged.get(key)
-        if staged is not None:
-            return staged[0]
-        return _as_bytes(self.store.get(key))
 
     def _agg(self, start: int) -> WindowAgg:
         return WindowAgg(start, self.alpha, self.max_buckets)
 
+    # The decoded state and the views, as attributes of the engine (tests, benchmarks).
+    @property
+    def store(self) -> Store:
+        return self.cache.store
+
+    @property
+    def hubs(self) -> dict[str, HubState]:
+        return self.cache.hubs
+
+    @property
+    def parts(self) -> dict[int, PartState]:
+        return self.cache.parts
+
+    @property
+    def loaded(self) -> bool:
+        return self.cache.loaded
+
+    @property
+    def recent(self) -> dict[str, tuple[int | None, tuple[WindowAgg, ...]]]:
+        return self.views.recent
+
+    @property
+    def all_recent(self) -> dict[int, tuple[WindowAgg, ...]]:
+        return self.views.all_recent
+
     # -- caches --------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget decoded state (after a rebalance the table is the truth)."""
-        self.hubs = {}
-        self.parts = {}
-        self.loaded = False
-        self.recent = {}
-        self.all_recent = {}
-        self._view_cache = {}
+        self.cache.reset()
+        self.views.reset()
         self._reset_staged()
 
-    def _recent_from_lines(self, data: bytes | None) -> tuple[WindowAgg, ...]:
-        lines = split_lines(data)[-self.settings.rolling_windows :]
-        return tuple(WindowAgg.from_result(orjson.loads(line)) for line in lines)
-
     def _load(self) -> None:
-        """Decode every hub of the table once (after a start or a rebalance): one pass over the
-        keys, so a hub's entries and windows never need a lookup per key."""
-        self.hubs = load_hubs(list(self.store.items()), self.max_open)
-        for hub, hs in self.hubs.items():
-            closed = self._get(closed_key(hub))
-            if closed:
-                self.recent[hub] = (hs.part, self._recent_from_lines(closed))
-        self.loaded = True
-
-    def _hub(self, hub: str, partition: int) -> HubState:
-        hs = self.hubs.get(hub)
-        if hs is None:
-            hs = self.hubs[hub] = HubState(hub, partition, self.max_open)
-        return hs
-
-    def _part(self, partition: int) -> PartState:
-        ps = self.parts.get(partition)
-        if ps is None:
-            data = self._get(part_key(partition))
-            ps = PartState.from_bytes(partition, data) if data else PartState(partition)
-            self.parts[partition] = ps
-            partials = self._get(all_key(partition))
-            if partials:
-                self.all_recent[partition] = self._recent_from_lines(partials)
-        return ps
+        self.cache.load()
 
     def applied(self, partition: int) -> int:
         """The last source offset of ``partition`` the state contains (-1: none yet)."""
-        return self._part(partition).applied
+        return self.cache.part(partition).applied
 
     def peek_applied(self, partition: int) -> int:
         """:meth:`applied` without loading the partition into the caches (for readers outside the
         agent, e.g. the watchdog: a read during recovery must not leave a stale cached state)."""
-        cached = self.parts.get(partition)
-        if cached is not None:
-            return cached.applied
-        data = self._get(part_key(partition))
-        return PartState.from_bytes(partition, data).applied if data else -1
-
-    def _hubs_of(self, partition: int) -> list[HubState]:
-        return [hs for hs in self.hubs.values() if hs.part == partition]
+        return self.cache.peek_applied(partition)
 
     # -- one Kafka record ----------------------------------------------------------------------
     def _dead_letter(
@@ -357,7 +295,7 @@ class Engine:
             )
             self.reset()
             out = Outputs()
-            part = self._part(partition)
+            part = self.cache.part(partition)
             if offset <= part.applied:
                 out.skipped = True
                 return out
@@ -395,7 +333,7 @@ class Engine:
             value=value,
             envelope=False,
         )
-        self._part(partition).applied = offset
+        self.cache.part(partition).applied = offset
         self._dirty_parts.add(partition)
 
     def _process(
@@ -408,9 +346,10 @@ class Engine:
         topic: str | None,
     ) -> Outputs:
         out = Outputs()
-        if not self.loaded:
-            self._load()
-        part = self._part(partition)
+        cache = self.cache
+        if not cache.loaded:
+            cache.load()
+        part = cache.part(partition)
         fresh = offset > part.applied
         if self._poison and (partition, offset) in self._poison:
             self._poison.discard((partition, offset))
@@ -430,13 +369,13 @@ class Engine:
         dirty, touched = self._dirty, self._touched
         applied_any = False
         for hub, (source, events, times, offsets) in groups:
-            hs = self._hub(hub, partition)
+            hs = cache.hub(hub, partition)
             done = hs.applied.get(source, -1)
             if offsets[-1] <= done:
                 continue
             tch = touched.get(hub)
             if tch is None:
-                tch = touched[hub] = _Touched()
+                tch = touched[hub] = Touched()
             self._apply(hs, source, done, events, times, offsets, partition, k_prev, wm_prev, out, tch)
             dirty[hub] = hs
             applied_any = True
@@ -446,8 +385,8 @@ class Engine:
             part.applied = offset
             k_new = closed_index(part.watermark, self.size, self.grace)
             if k_new is not None and (k_prev is None or k_new > k_prev):
-                staged = self._staged
-                closed_writes, evictions = self._sweep(part, k_prev, k_new, out, dirty, touched)
+                staged = cache.staged
+                closed_writes, evictions = self.closer.sweep(part, k_prev, k_new, out, dirty, touched)
                 for k, v in closed_writes:
                     staged[k] = (v, partition)
                 for k, _ in evictions:
@@ -476,7 +415,7 @@ class Engine:
     def _flush_into(self, out: Outputs) -> None:
         # Order matters (see streams/state.py).
         writes, parts = out.writes, out.write_partitions
-        dirty, staged = self._dirty, self._staged
+        dirty, staged = self._dirty, self.cache.staged
         for hs in dirty.values():
             for k in hs.pend:
                 writes.append((k, None))
@@ -490,7 +429,7 @@ class Engine:
         written: set[str] = set()
         for hub, hs in dirty.items():
             n = len(writes)
-            self._hub_writes(hs, touched.get(hub) or _Touched(), writes, out)
+            self._hub_writes(hs, touched.get(hub) or Touched(), writes, out)
             parts.extend([cast(int, hs.part)] * (len(writes) - n))
             if staged:
                 written.update(k for k, _ in writes[n:])
@@ -504,14 +443,14 @@ class Engine:
                 writes.append((k, v))
                 parts.append(p)
         for partition in sorted(self._dirty_parts):
-            writes.append((part_key(partition), self.parts[partition].to_bytes()))
+            writes.append((part_key(partition), self.cache.parts[partition].to_bytes()))
             parts.append(partition)
         if writes:
             self.counters.state_writes(len(writes), sum(len(v) for _, v in writes if v is not None))
         self._reset_staged()
 
     def _hub_writes(
-        self, hs: HubState, tch: _Touched, writes: list[tuple[str, bytes | None]], out: Outputs
+        self, hs: HubState, tch: Touched, writes: list[tuple[str, bytes | None]], out: Outputs
     ) -> None:
         """The hub's touched windows and entries, its immediate deletions, then its ``h:``."""
         hub = hs.hub
@@ -570,7 +509,7 @@ class Engine:
         k_prev: int | None,
         wm_prev: float | None,
         out: Outputs,
-        tch: _Touched,
+        tch: Touched,
     ) -> None:
         hub, size, open_ = hs.hub, self.size, hs.open
         lifecycle = hs.lifecycle
@@ -687,201 +626,8 @@ class Engine:
             c.state_bound("participant_histogram", folded)
         c.processed(applied_n)
 
-    def _result(self, hub: str, agg: WindowAgg, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        s = self.settings
-        return agg.to_result(
-            hub,
-            self.size,
-            arming_budget_ms=s.arming_budget_ms,
-            resolution_budget_ms=s.resolution_budget_ms,
-            extra=extra,
-        )
-
-    def _retained(self, existing: bytes | None, lines: list[bytes]) -> bytes:
-        """The retained windows with ``lines`` appended, cut to fit one state value."""
-        keep = self.settings.retained_windows
-        new = append_lines(existing, lines, keep)
-        while len(new) > self.max_value and keep > 1:
-            keep -= 1
-            new = append_lines(new, [], keep)
-            self.counters.state_bound("value_size")
-        return new
-
-    def _sweep(
-        self,
-        part: PartState,
-        k_prev: int | None,
-        k_new: int,
-        out: Outputs,
-        dirty: dict[str, HubState],
-        touched: dict[str, _Touched],
-    ) -> tuple[list[tuple[str, bytes | None]], list[tuple[str, bytes | None]]]:
-        """Close every window of the partition's hubs below ``k_new``; expire stale lifecycles;
-        evict idle hubs. Returns the closed-window writes and the evictions."""
-        partition = part.partition
-        rolling = self.settings.rolling_windows
-        assert part.watermark is not None
-        ttl_before = part.watermark - self.settings.ttl_ms
-        idle_before = part.watermark - self.idle_windows * self.size
-        partials: dict[int, WindowAgg] = {}
-        writes: list[tuple[str, bytes | None]] = []
-        evictions: list[tuple[str, bytes | None]] = []
-        ttl_count = collapsed = 0
-
-        def partial(start: int) -> WindowAgg:
-            agg = partials.get(start)
-            if agg is None:
-                agg = partials[start] = self._agg(start)
-            return agg
-
-        for hs in self._hubs_of(partition):
-            hub = hs.hub
-            changed = False
-            closing = sorted(idx for idx in hs.open if idx < k_new)
-            lines: list[bytes] = []
-            appended: list[WindowAgg] = []  # the windows of ``lines``
-            existing = self._get(closed_key(hub))
-            recovered = hs.closed_k is not None and (k_prev is None or hs.closed_k > k_prev) and existing
-            if recovered:
-                # This hub's closing reached the changelog but the partition's did not (a crash):
-                # its results for the windows being closed now come from its retained windows.
-                for line in split_lines(existing):
-                    payload = orjson.loads(line)
-                    idx = payload["windowStartMs"] // self.size
-                    if (k_prev is None or idx >= k_prev) and idx < k_new:
-                        partial(payload["windowStartMs"]).merge(WindowAgg.from_result(payload))
-            for idx in closing:
-                agg = hs.open.pop(idx)
-                hs.wapplied.pop(idx, None)
-                if idx in hs.wstored:
-                    hs.wstored.discard(idx)
-                    hs.pend_new.append(window_key(hub, idx))
-                collapsed += agg.arming.collapsed + agg.resolution.collapsed
-                payload = self._result(hub, agg)
-                data = orjson.dumps(payload)
-                out.windows.append((hub.encode(), data))
-                if not _contains_window(existing, payload["windowId"]):
-                    lines.append(data)
-                    appended.append(agg)
-                partial(agg.start).merge(agg)
-            if closing:
-                hs.closed_k = k_new
-                new = self._retained(existing, lines) if lines else existing
-                if new is not None:
-                    writes.append((closed_key(hub), new))
-                    prior = self.recent.get(hub)
-                    if not recovered and (prior is not None or existing is None):
-                        # What the retained lines say, without decoding them again: the windows
-                        # before (decoded once, at load) and the ones just closed.
-                        before = prior[1] if prior is not None else ()
-                        self.recent[hub] = (partition, (*before, *appended)[-rolling:])
-                    else:
-                        self.recent[hub] = (partition, self._recent_from_lines(new)[-rolling:])
-                changed = True
-            expired = hs.lifecycle.expire(hub, ttl_before)
-            if expired:
-                ttl_count += len(expired)
-                tch = touched.setdefault(hub, _Touched())
-                for ident, record in expired:
-                    out.records.append((hub.encode(), orjson.dumps(record)))
-                    if ident in hs.stored:
-                        hs.stored.discard(ident)
-                        tch.deletes.append(entry_key(hub, ident))
-                changed = True
-            if changed:
-                dirty[hub] = hs
-            elif (
-                hub not in dirty
-                and not hs.open
-                and not len(hs.lifecycle)
-                and hs.last_t is not None
-                and hs.last_t < idle_before
-            ):
-                # Idle past its retained windows: its state goes (deletions, then h: last).
-                evictions.extend((k, None) for k in (*hs.pend, *hs.pend_new, closed_key(hub), hub_key(hub)))
-                del self.hubs[hub]
-                self.recent.pop(hub, None)
-                self._view_cache.pop(hub, None)
-                self.counters.state_bound("idle_hubs")
-        if ttl_count:
-            self.counters.expired_lifecycles(ttl_count)
-        if collapsed:
-            self.counters.state_bound("sketch_buckets", collapsed)
-        if partials:
-            existing = self._get(all_key(partition))
-            lines = []
-            recent = list(self.all_recent.get(partition, ()))
-            for start in sorted(partials):
-                agg = partials[start]
-                window_id = f"{ALL_HUB}/{partition}/{start}"
-                payload = self._result(
-                    ALL_HUB,
-                    agg,
-                    {"windowId": window_id, "scope": "partition", "partition": partition},
-                )
-                data = orjson.dumps(payload)
-                out.windows.append((ALL_HUB.encode(), data))
-                if not _contains_window(existing, window_id):
-                    lines.append(data)
-                recent.append(agg)
-            if lines:
-                writes.append((all_key(partition), self._retained(existing, lines)))
-            self.all_recent[partition] = tuple(recent[-rolling:])
-        return writes, evictions
-
     # -- the exporter's view -------------------------------------------------------------------
-    def _view(self, hub: str, aggs: tuple[WindowAgg, ...]) -> tuple[HubWindowView, HubWindowView]:
-        cached = self._view_cache.get(hub)
-        if cached is not None and cached[0] == id(aggs):
-            return cached[1], cached[2]
-        last = self._as_view(hub, [aggs[-1]])
-        rolling = self._as_view(hub, list(aggs[-self.settings.rolling_windows :]))
-        self._view_cache[hub] = (id(aggs), last, rolling)
-        return last, rolling
-
-    def _as_view(self, hub: str, aggs: list[WindowAgg]) -> HubWindowView:
-        merged = self._agg(min(a.start for a in aggs))
-        for a in aggs:
-            merged.merge(a)
-        return HubWindowView(
-            hub=hub,
-            arming=merged.arming,
-            resolution=merged.resolution,
-            contests=merged.contests,
-            participants_sum=merged.participants_sum,
-            participants_max=merged.participants_max,
-            multi_actor=merged.multi_actor,
-            capacity_over_two=merged.capacity_over_two,
-            window_start_ms=merged.start,
-            window_end_ms=max(a.start for a in aggs) + self.size,
-        )
-
     def snapshot(self, assigned: set[int] | None = None) -> PipelineSnapshot:
         """Views of the last closed window and the rolling merge, per hub this worker owns and
         ``_all`` (merged over the partitions it owns). Safe to call from another thread."""
-        last: dict[str, HubWindowView] = {}
-        rolling: dict[str, HubWindowView] = {}
-        for hub, (partition, aggs) in list(self.recent.items()):
-            if aggs and (assigned is None or partition in assigned):
-                last[hub], rolling[hub] = self._view(hub, aggs)
-        by_start: dict[int, list[WindowAgg]] = {}
-        for partition, aggs in list(self.all_recent.items()):
-            if assigned is None or partition in assigned:
-                for agg in aggs:
-                    by_start.setdefault(agg.start, []).append(agg)
-        if by_start:
-            starts = sorted(by_start)
-            last[ALL_HUB] = self._as_view(ALL_HUB, by_start[starts[-1]])
-            recent = [a for s in starts[-self.settings.rolling_windows :] for a in by_start[s]]
-            rolling[ALL_HUB] = self._as_view(ALL_HUB, recent)
-        marks = [
-            p.watermark
-            for n, p in list(self.parts.items())
-            if p.watermark is not None and (assigned is None or n in assigned)
-        ]
-        return PipelineSnapshot(
-            last=last,
-            rolling=rolling,
-            watermark_ms=min(marks) if marks else None,
-            newest_event_time_ms=self.newest_event_ms,
-        )
+        return self.views.snapshot(self.cache.parts, self.newest_event_ms, assigned)

@@ -14,9 +14,11 @@ has no rule (an extra field) is written as ``null``, as orjson does.
 
 The schema's pydantic validation costs several microseconds per event, more than the rest of a
 ``record_*`` call. :func:`quick_check` accepts the events the ``record_*`` methods build (known
-fields of plain types within bounds) with a few type checks derived from the models at import;
-anything it is not sure about (an extra field, a float count, an unknown message, a model this
-module does not recognise, ...) is validated by the schema itself, which also words every error.
+fields of plain types within bounds) with a few type checks by the schema's rules
+(:mod:`contest_telemetry.schema.fastpath`, which the stream decoder uses too); anything it is not
+sure about (an extra field, a float count, an unknown message, a model without rules, every event
+when ``CT_FAST_PATH_ENABLED=false``, ...) is validated by the schema itself, which also words
+every error.
 It only ever *accepts*; ``tests/producers/test_encoding.py`` checks it never accepts what the
 schema refuses.
 """
@@ -25,24 +27,22 @@ from __future__ import annotations
 
 import math
 import time
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic.functional_validators import PlainValidator
 
 from contest_telemetry.schema import (
     ENVELOPE_MESSAGE,
     MAX_MILLIS,
     SCHEMA_VERSION,
-    ContestEventBase,
     EventValidationError,
     FieldError,
     iso_time_ms,
     validate_event,
 )
 from contest_telemetry.schema import events as _events
+from contest_telemetry.schema.fastpath import FAST_RULES, EventRules, Kind
 from producers.exceptions import InvalidEventError
 
 __all__ = [
@@ -55,102 +55,43 @@ __all__ = [
 ]
 
 # -- the quick check -----------------------------------------------------------------------------
-_ID, _STR, _OPT_STR, _MILLIS, _COUNT, _OPT_COUNT, _OPT_LIST_STR, _OPT_STR_INT, _LEVEL, _TIMESTAMP = range(10)
-_MESSAGE = 10
-_NONE = type(None)
-_LEVELS = ("info", "error")
 _MAX_MILLIS = MAX_MILLIS
 _MAX_COUNT = _events.MAX_COUNT
 _iso_time_ms = iso_time_ms
 
-
-def _plain(metadata: list[Any]) -> Any:
-    """The function of the field's only PlainValidator; None when there is none; ``...`` when the
-    field has other metadata (constraints this module does not know)."""
-    if not metadata:
-        return None
-    if len(metadata) == 1 and isinstance(metadata[0], PlainValidator):
-        return metadata[0].func
-    return ...
-
-
-def _kind(name: str, ann: Any, metadata: list[Any]) -> int | None:
-    """The quick check's kind of one model field, or None when it does not know the field."""
-    func = _plain(metadata)
-    if func is ...:
-        return None
-    if name == "message":
-        return _MESSAGE if func is None and typing.get_origin(ann) is typing.Literal else None
-    if name == "timestamp":
-        return _TIMESTAMP if func is None and ann == (str | None) else None
-    if name == "level":
-        return _LEVEL if func is None and typing.get_args(ann) == _LEVELS else None
-    if func is not None:
-        if ann is str and func is _events._non_empty_str:
-            return _ID
-        if ann is int and func is _events._non_negative_int:
-            return _COUNT
-        return None
-    simple = {
-        str: _STR,
-        str | None: _OPT_STR,
-        list[str] | None: _OPT_LIST_STR,
-        str | int | None: _OPT_STR_INT,
-    }
-    if ann in simple:
-        return simple[ann]
-    args = typing.get_args(ann)
-    if len(args) == 2 and args[1] is _NONE and typing.get_origin(args[0]) is typing.Annotated:
-        inner, *meta = typing.get_args(args[0])
-        func = _plain(meta)
-        if inner == (int | float) and func is _events._non_negative_number:
-            return _MILLIS
-        if inner is int and func is _events._non_negative_int:
-            return _OPT_COUNT
-    return None
+# The check group of each (kind, nullable) the quick check knows; a model with any other field
+# always goes to the schema.
+_GROUPS: dict[tuple[Kind, bool], str] = {
+    (Kind.MESSAGE, False): "message",
+    (Kind.ID, False): "ids",
+    (Kind.TEXT, False): "strs",
+    (Kind.TEXT, True): "opt_strs",
+    (Kind.MILLIS, True): "millis",
+    (Kind.COUNT, False): "counts",
+    (Kind.COUNT, True): "opt_counts",
+    (Kind.TAGS, True): "lists",
+    (Kind.TIER, True): "str_ints",
+    (Kind.LEVEL, False): "level",
+    (Kind.TIMESTAMP, True): "timestamp",
+}
 
 
-def _table(cls: type[ContestEventBase]) -> tuple[dict[str, int], frozenset[str]] | None:
-    """Wire name -> kind and the required wire names of ``cls``; None when the model has rules
-    beyond what this module knows (then its events always go to the schema)."""
-    config = cls.model_config
-    if not (config.get("strict") and config.get("extra") == "allow" and config.get("populate_by_name")):
-        return None
-    decorators = cls.__pydantic_decorators__
-    validators = {k: (tuple(d.info.fields), d.info.mode) for k, d in decorators.field_validators.items()}
-    if (
-        decorators.validators
-        or decorators.root_validators
-        or decorators.model_validators
-        or validators != {"_iso_timestamp": (("timestamp",), "after")}
-        or cls.__pydantic_post_init__ is not None
-    ):
-        return None
-    kinds: dict[str, int] = {}
-    required: set[str] = set()
-    for name, info in cls.model_fields.items():
-        kind = _kind(name, info.annotation, list(info.metadata))
-        alias = info.alias or name
-        if kind is None or info.validation_alias not in (None, alias):
+def _table(rules: EventRules) -> dict[str, str] | None:
+    """Wire name -> check group of one model; None when a field has no group."""
+    table: dict[str, str] = {}
+    for key, kind in rules.kinds.items():
+        group = _GROUPS.get(kind)
+        if group is None:
             return None
-        kinds[alias] = kind
-        if info.is_required():
-            required.add(alias)
-    return kinds, frozenset(required)
+        table[key] = group
+    return table
 
 
-def _tables() -> dict[str, tuple[dict[str, int], frozenset[str]]]:
-    out: dict[str, tuple[dict[str, int], frozenset[str]]] = {}
-    union = typing.get_args(_events.AnyContestEvent)[0]
-    for cls in typing.get_args(union):
-        message = typing.get_args(cls.model_fields["message"].annotation)
-        table = _table(cls)
-        if table is not None and len(message) == 1:
-            out[message[0]] = table
-    return out
-
-
-_TABLES = _tables()
+_TABLES: dict[str, tuple[EventRules, dict[str, str]]] = {}
+for _message, _rules in FAST_RULES.items():
+    _t = _table(_rules)
+    if _t is not None:
+        _TABLES[_message] = (_rules, _t)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,32 +108,34 @@ class _Plan:
     str_ints: tuple[str, ...]
     level: bool
     timestamp: bool
+    levels: tuple[str, ...]
 
 
 def _compile(message: str, keys: tuple[str, ...]) -> _Plan | None:
     table = _TABLES.get(message)
     if table is None:
         return None
-    kinds, required = table
-    if not required.issubset(keys):
+    rules, groups_of = table
+    if not rules.required.issubset(keys):
         return None
-    groups: dict[int, list[str]] = {kind: [] for kind in range(11)}
+    groups: dict[str, list[str]] = {group: [] for group in _GROUPS.values()}
     for key in keys:
-        kind = kinds.get(key)
-        if kind is None:  # an extra field (or a Python name): the schema decides
+        group = groups_of.get(key)
+        if group is None:  # an extra field (or a Python name): the schema decides
             return None
-        groups[kind].append(key)
+        groups[group].append(key)
     return _Plan(
-        ids=tuple(groups[_ID]),
-        strs=tuple(groups[_STR]),
-        opt_strs=tuple(groups[_OPT_STR]),
-        millis=tuple(groups[_MILLIS]),
-        counts=tuple(groups[_COUNT]),
-        opt_counts=tuple(groups[_OPT_COUNT]),
-        lists=tuple(groups[_OPT_LIST_STR]),
-        str_ints=tuple(groups[_OPT_STR_INT]),
-        level=bool(groups[_LEVEL]),
-        timestamp=bool(groups[_TIMESTAMP]),
+        ids=tuple(groups["ids"]),
+        strs=tuple(groups["strs"]),
+        opt_strs=tuple(groups["opt_strs"]),
+        millis=tuple(groups["millis"]),
+        counts=tuple(groups["counts"]),
+        opt_counts=tuple(groups["opt_counts"]),
+        lists=tuple(groups["lists"]),
+        str_ints=tuple(groups["str_ints"]),
+        level=bool(groups["level"]),
+        timestamp=bool(groups["timestamp"]),
+        levels=rules.levels,
     )
 
 
@@ -262,7 +205,7 @@ def quick_check(
             return False, None
     if plan.level:
         level = obj["level"]
-        if type(level) is not str or level not in _LEVELS:
+        if type(level) is not str or level not in plan.levels:
             return False, None
     t_ms: float | None = None
     if plan.timestamp:

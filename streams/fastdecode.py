@@ -13,10 +13,10 @@ the schema would reject, a record that is not JSON, a malformed envelope) sends 
 to :func:`contest_telemetry.schema.decode_record`, so every dead letter (reason, fields, index)
 comes from the schema's own code and valid events there are normalised from the models.
 
-The per-class rules are derived from the models at import and checked against what this module
-knows (field kinds, the single ``timestamp`` validator, ``strict``/``extra="allow"``/
-``populate_by_name``); a model that does not match is never fast-pathed. Per event the checks to
-run are compiled once per shape (message, field names, value types) and cached.
+The per-class rules come from :mod:`contest_telemetry.schema.fastpath` (the models' ``Annotated``
+markers; a model it does not understand is never fast-pathed, and ``CT_FAST_PATH_ENABLED=false``
+sends every record to the schema). Per event the checks to run are compiled once per shape
+(message, field names, value types) and cached.
 ``tests/streams/test_fastdecode.py`` checks both paths agree over generated valid and invalid
 events (values, their types, field order, event times, dead letters).
 """
@@ -24,7 +24,6 @@ events (values, their types, field order, event times, dead letters).
 from __future__ import annotations
 
 import math
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +31,7 @@ import orjson
 
 from contest_telemetry.schema import (
     ENVELOPE_MESSAGE,
+    EVENT_MODELS,
     MAX_MILLIS,
     ContestEventBase,
     InvalidEvent,
@@ -40,27 +40,30 @@ from contest_telemetry.schema import (
     iso_time_ms,
 )
 from contest_telemetry.schema import events as _events
+from contest_telemetry.schema.fastpath import FAST_RULES, TEMPLATES, EventRules, Kind
 
-__all__ = ["FAST_MESSAGES", "Decoded", "decode_events", "fast_event", "normalise", "screen_event_times"]
+__all__ = [
+    "FAST_MESSAGES",
+    "TEMPLATES",
+    "Decoded",
+    "decode_events",
+    "fast_event",
+    "normalise",
+    "screen_event_times",
+]
 
-# Field kinds.
-_MESSAGE, _ID, _STR, _OPT_STR, _OPT_INT, _OPT_LIST_STR, _OPT_STR_INT = range(7)
-_MILLIS, _COUNT, _OPT_COUNT, _LEVEL, _TIMESTAMP = range(7, 12)
 _NONE = type(None)
-_LEVELS = ("info", "error")
-_ALLOWED: dict[int, tuple[type, ...]] = {
-    _MESSAGE: (str,),
-    _ID: (str,),
-    _STR: (str,),
-    _OPT_STR: (str, _NONE),
-    _OPT_INT: (int, _NONE),
-    _OPT_LIST_STR: (list, _NONE),
-    _OPT_STR_INT: (str, int, _NONE),
-    _MILLIS: (int, float, _NONE),
-    _COUNT: (int, float),
-    _OPT_COUNT: (int, float, _NONE),
-    _LEVEL: (str,),
-    _TIMESTAMP: (str, _NONE),
+# The value types a field of each kind may have as JSON gives them (None aside).
+_ALLOWED: dict[Kind, tuple[type, ...]] = {
+    Kind.MESSAGE: (str,),
+    Kind.ID: (str,),
+    Kind.TEXT: (str,),
+    Kind.TAGS: (list,),
+    Kind.TIER: (str, int),
+    Kind.MILLIS: (int, float),
+    Kind.COUNT: (int, float),
+    Kind.LEVEL: (str,),
+    Kind.TIMESTAMP: (str,),
 }
 
 _isfinite = math.isfinite
@@ -83,15 +86,6 @@ class Decoded:
 
 
 @dataclass(frozen=True, slots=True)
-class _Spec:
-    cls: type[ContestEventBase]
-    template: dict[str, Any]  # wire name -> default, every field in the model's order
-    fields: tuple[tuple[str, str], ...]  # (python name, wire name)
-    kinds: dict[str, int]  # wire name -> kind
-    required: frozenset[str]  # wire names
-
-
-@dataclass(frozen=True, slots=True)
 class _Plan:
     """The checks one shape of event needs beyond its value types."""
 
@@ -104,115 +98,35 @@ class _Plan:
     level: bool
     timestamp: bool
     ints: tuple[str, ...] = ()  # int counts: also <= MAX_COUNT
+    levels: tuple[str, ...] = ()
 
 
-def _plain_validator(metadata: Any) -> str | None:
-    for m in metadata:
-        func = getattr(m, "func", None)
-        if func is not None:
-            return str(getattr(func, "__name__", ""))
-    return None
-
-
-def _kind(name: str, info: Any) -> int | None:
-    """The kind of a model field, or None when this module does not know it."""
-    ann = info.annotation
-    validator = _plain_validator(info.metadata)
-    if name == "message":
-        return _MESSAGE if validator is None else None
-    if name == "timestamp":
-        return _TIMESTAMP if ann == (str | None) and validator is None else None
-    if name == "level":
-        return _LEVEL if typing.get_args(ann) == _LEVELS and validator is None else None
-    if validator is not None:
-        if ann is str and validator == "_non_empty_str":
-            return _ID
-        if ann is int and validator == "_non_negative_int":
-            return _COUNT
-        return None
-    if ann is str:
-        return _STR
-    if ann == (str | None):
-        return _OPT_STR
-    if ann == (int | None):
-        return _OPT_INT
-    if ann == (list[str] | None):
-        return _OPT_LIST_STR
-    if ann == (str | int | None):
-        return _OPT_STR_INT
-    args = typing.get_args(ann)
-    if len(args) == 2 and args[1] is _NONE and typing.get_origin(args[0]) is typing.Annotated:
-        inner, *meta = typing.get_args(args[0])
-        validator = _plain_validator(meta)
-        if inner == (int | float) and validator == "_non_negative_number":
-            return _MILLIS
-        if inner is int and validator == "_non_negative_int":
-            return _OPT_COUNT
-    return None
-
-
-def _spec(cls: type[ContestEventBase]) -> _Spec | None:
-    """The fast path's rules for ``cls``, or None when it cannot be trusted to match pydantic."""
-    config = cls.model_config
-    if not (config.get("strict") and config.get("extra") == "allow" and config.get("populate_by_name")):
-        return None
-    decorators = cls.__pydantic_decorators__
-    validators = {k: (tuple(d.info.fields), d.info.mode) for k, d in decorators.field_validators.items()}
-    if (
-        decorators.validators
-        or decorators.root_validators
-        or decorators.model_validators
-        or validators != {"_iso_timestamp": (("timestamp",), "after")}
-        or cls.__pydantic_post_init__ is not None
-        or cls.__private_attributes__
-    ):
-        return None
-    template: dict[str, Any] = {}
-    fields: list[tuple[str, str]] = []
-    kinds: dict[str, int] = {}
-    required: set[str] = set()
-    for name, info in cls.model_fields.items():
-        kind = _kind(name, info)
-        alias = info.alias or name
-        if kind is None or info.default_factory is not None or info.validation_alias not in (None, alias):
-            return None
-        if info.is_required():
-            required.add(alias)
-            template[alias] = None
-        else:
-            template[alias] = info.default
-        fields.append((name, alias))
-        kinds[alias] = kind
-    message = cls.model_fields["message"].annotation
-    if typing.get_origin(message) is not typing.Literal or len(typing.get_args(message)) != 1:
-        return None
-    return _Spec(cls, template, tuple(fields), kinds, frozenset(required))
-
-
-def _classes() -> tuple[type[ContestEventBase], ...]:
-    union = typing.get_args(_events.AnyContestEvent)[0]
-    return tuple(typing.get_args(union))
+def _allowed(rules: EventRules) -> dict[str, tuple[type, ...]]:
+    return {
+        key: _ALLOWED[kind] + ((_NONE,) if nullable else ()) for key, (kind, nullable) in rules.kinds.items()
+    }
 
 
 _FIELDS: dict[type[ContestEventBase], tuple[tuple[str, str], ...]] = {
-    cls: tuple((name, info.alias or name) for name, info in cls.model_fields.items()) for cls in _classes()
+    cls: tuple((name, info.alias or name) for name, info in cls.model_fields.items())
+    for cls in EVENT_MODELS.values()
 }
-_SPECS: dict[str, _Spec] = {}
-for _cls in _classes():
-    _s = _spec(_cls)
-    if _s is not None:
-        _SPECS[typing.get_args(_cls.model_fields["message"].annotation)[0]] = _s
+_SPECS: dict[str, tuple[EventRules, dict[str, tuple[type, ...]]]] = {
+    message: (rules, _allowed(rules)) for message, rules in FAST_RULES.items()
+}
 FAST_MESSAGES: frozenset[str] = frozenset(_SPECS)
-"""The event messages the fast path knows (the others always take the schema's path)."""
-TEMPLATES: dict[str, dict[str, Any]] = {m: spec.template for m, spec in _SPECS.items()}
-"""Per fast-path message, every field's wire name and default, in the model's order (read only)."""
+"""The event messages the fast path knows (the others always take the schema's path; none when
+``CT_FAST_PATH_ENABLED=false``)."""
 
 _PLANS: dict[tuple[str, tuple[str, ...], tuple[type, ...]], _Plan | None] = {}
 _MAX_PLANS = 4096
 
 
-def _compile(spec: _Spec, keys: tuple[str, ...], types: tuple[type, ...]) -> _Plan | None:
-    if not spec.required.issubset(keys):
+def _compile(
+    spec: tuple[EventRules, dict[str, tuple[type, ...]]], keys: tuple[str, ...], types: tuple[type, ...]
+) -> _Plan | None:
+    rules, allowed = spec
+    if not rules.required.issubset(keys):
         return None
     nonempty: list[str] = []
     nonneg: list[str] = []
@@ -222,31 +136,31 @@ def _compile(spec: _Spec, keys: tuple[str, ...], types: tuple[type, ...]) -> _Pl
     ints: list[str] = []
     level = timestamp = False
     for key, t in zip(keys, types, strict=True):
-        kind = spec.kinds.get(key)
-        if kind is None or t not in _ALLOWED[kind]:
+        if t not in allowed.get(key, ()):
             return None  # an extra field, a Python name, a type the schema rejects (or coerces)
         if t is _NONE:
             continue
-        if kind == _ID:
+        kind = rules.kinds[key][0]
+        if kind is Kind.ID:
             nonempty.append(key)
-        elif kind == _MILLIS:
+        elif kind is Kind.MILLIS:
             nonneg.append(key)
             if t is float:
                 finite.append(key)
-        elif kind in (_COUNT, _OPT_COUNT):
+        elif kind is Kind.COUNT:
             if t is float:
                 float_counts.append(key)
             else:
                 nonneg.append(key)
                 ints.append(key)
-        elif kind == _OPT_LIST_STR:
+        elif kind is Kind.TAGS:
             lists.append(key)
-        elif kind == _LEVEL:
+        elif kind is Kind.LEVEL:
             level = True
-        elif kind == _TIMESTAMP:
+        elif kind is Kind.TIMESTAMP:
             timestamp = True
     return _Plan(
-        spec.template,
+        rules.template,
         tuple(nonempty),
         tuple(nonneg),
         tuple(finite),
@@ -255,6 +169,7 @@ def _compile(spec: _Spec, keys: tuple[str, ...], types: tuple[type, ...]) -> _Pl
         level,
         timestamp,
         tuple(ints),
+        rules.levels,
     )
 
 
@@ -297,7 +212,7 @@ def _fast_event(obj: Any) -> tuple[dict[str, Any], float | None, bool] | None:
     for key in plan.ints:
         if obj[key] > _MAX_COUNT:
             return None
-    if plan.level and obj["level"] not in _LEVELS:
+    if plan.level and obj["level"] not in plan.levels:
         return None
     t_ms: float | None = None
     if plan.timestamp:
@@ -340,7 +255,7 @@ def _slow(data: bytes | str | None) -> Decoded:
 
 def decode_events(data: bytes | str | None) -> Decoded:
     """What ``decode_record(data)`` reports, with normalised events and their event times."""
-    if data is None:
+    if data is None or not _SPECS:  # no rules: CT_FAST_PATH_ENABLED=false
         return _slow(data)
     try:
         obj = orjson.loads(data)

@@ -8,11 +8,12 @@ means them: booleans and numeric strings are not numbers.
 
 from __future__ import annotations
 
+import enum
 import math
 import typing
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
 from pydantic.alias_generators import to_camel
 
 from contest_telemetry.schema.contract import (
@@ -39,6 +40,7 @@ __all__ = [
     "ContestResolved",
     "ContestWorkflowFailed",
     "ContestWorkflowStarted",
+    "FieldRule",
     "iso_time_ms",
     "short_type",
 ]
@@ -81,10 +83,39 @@ def _non_empty_str(value: Any) -> str:
     return value
 
 
-Millis = Annotated[int | float, PlainValidator(_non_negative_number)]
+def _iso_timestamp(value: str) -> str:
+    iso_time_ms(value)
+    return value
+
+
+class FieldRule(enum.Enum):
+    """The rule a field's type enforces beyond its Python type, stated as ``Annotated`` metadata
+    beside the validator that enforces it (pydantic ignores the marker).
+
+    The fast paths that check events without pydantic (:mod:`contest_telemetry.schema.fastpath`)
+    read these markers, never the validators: a type carrying one must enforce exactly its rule,
+    and a rule added any other way (a ``field_validator``, a constraint without a marker) must
+    come with a marker of its own, or the fast paths refuse the model."""
+
+    ID = "id"
+    """A non-empty str."""
+    MILLIS = "millis"
+    """An int or a finite float, 0 to MAX_MILLIS (a bool is not a number)."""
+    COUNT = "count"
+    """An int 0 to MAX_COUNT, or a whole float in that range, which becomes an int."""
+    LEVEL = "level"
+    """One of the values of its ``Literal``."""
+    TIMESTAMP = "timestamp"
+    """A str :func:`iso_time_ms` takes."""
+
+
+Millis = Annotated[int | float, PlainValidator(_non_negative_number), FieldRule.MILLIS]
 """Epoch milliseconds or a duration in milliseconds: a finite number >= 0."""
-Count = Annotated[int, PlainValidator(_non_negative_int)]
-Id = Annotated[str, PlainValidator(_non_empty_str)]
+Count = Annotated[int, PlainValidator(_non_negative_int), FieldRule.COUNT]
+Id = Annotated[str, PlainValidator(_non_empty_str), FieldRule.ID]
+Level = Annotated[Literal["info", "error"], FieldRule.LEVEL]
+Timestamp = Annotated[str, AfterValidator(_iso_timestamp), FieldRule.TIMESTAMP]
+"""An ISO-8601 date-time (naive times are UTC) within years 1-9999 UTC."""
 
 
 class ContestEventBase(BaseModel):
@@ -99,8 +130,8 @@ class ContestEventBase(BaseModel):
     )
 
     message: str
-    timestamp: str | None = None
-    level: Literal["info", "error"] = "info"
+    timestamp: Timestamp | None = None
+    level: Level = "info"
     hub_id: Id
     room_id: str | None = None
     contest_key: Id
@@ -115,13 +146,6 @@ class ContestEventBase(BaseModel):
     expired_at: Millis | None = None
 
     FINAL: ClassVar[bool] = False
-
-    @field_validator("timestamp")
-    @classmethod
-    def _iso_timestamp(cls, value: str | None) -> str | None:
-        if value is not None:
-            iso_time_ms(value)
-        return value
 
     def to_wire(self) -> dict[str, Any]:
         """The event as JSON-ready dict: camelCase, exactly the fields that were set."""
@@ -167,7 +191,7 @@ class ContestWorkflowStarted(ContestEventBase):
 
 class ContestWorkflowFailed(ContestEventBase):
     message: Literal["telemetry.contest.workflowFailed"]
-    level: Literal["info", "error"] = "error"
+    level: Level = "error"
     contest_id: Id
     error: str = "workflow_failed"
 

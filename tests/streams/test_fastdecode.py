@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import random
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -348,3 +353,78 @@ def test_verbatim_only_when_the_events_are_their_source_objects() -> None:
     decoded = decode_events(orjson.dumps({**events[0], "extra": 1}))
     assert decoded.events and not decoded.verbatim  # the schema's path drops the extra field
     assert not decode_events(encode_envelope("hub-0", [events[0], as_float])).verbatim
+
+
+_SWITCHED_OFF = textwrap.dedent(
+    """
+    import sys
+
+    import orjson
+
+    import streams.fastdecode as fd
+    from contest_telemetry.schema import decode_record
+    from producers.encoding import quick_check
+    from tests.streams.test_fastdecode import switch_records
+
+    calls = []
+
+    def counted(data):
+        calls.append(data)
+        return decode_record(data)
+
+    fd.decode_record = counted
+    events, records = switch_records(int(sys.argv[1]))
+    decoded = [fd.decode_events(r) for r in records]
+    assert calls == records, "every record goes through the schema's path"
+    assert not any(d.verbatim for d in decoded)
+    assert fd.FAST_MESSAGES == frozenset() and all(fd.fast_event(e) is None for e in events)
+    assert not any(quick_check(e)[0] for e in events)
+    print(orjson.dumps([[list(e.items()) for e in d.events] + [d.times] for d in decoded]).decode())
+    """
+)
+
+
+def switch_records(start_ms: int) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Valid events as single records and as an envelope, plus a record the schema refuses."""
+    from tests.helpers.streams_reference import make_events
+
+    events = make_events(hubs=2, contests_per_hub=20, start_ms=start_ms)
+    records = [orjson.dumps(e) for e in events] + [encode_envelope("hub-0", events[:50]), b"{}"]
+    return events, records
+
+
+def test_switched_off_every_record_takes_the_schemas_path() -> None:
+    """``CT_FAST_PATH_ENABLED=false``: the decoder hands every record to the schema and the
+    publisher's check accepts nothing; the records decode to what the fast path gives."""
+    root = Path(__file__).resolve().parents[2]
+    start_ms = int(time.time() * 1000) - 60_000
+    env = {**os.environ, "CT_FAST_PATH_ENABLED": "false", "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", _SWITCHED_OFF, str(start_ms)],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    events, records = switch_records(start_ms)
+    fast = [decode_events(r) for r in records]
+    assert sum(d.verbatim for d in fast) == len(events) + 1  # here the fast path took them
+    on = [[list(e.items()) for e in d.events] + [d.times] for d in fast]
+    assert orjson.loads(done.stdout) == orjson.loads(orjson.dumps(on))
+
+
+def test_a_bad_switch_value_names_the_variable() -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "CT_FAST_PATH_ENABLED": "maybe"}
+    done = subprocess.run(
+        [sys.executable, "-m", "contest_telemetry", "ingest", "--help"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "CT_FAST_PATH_ENABLED='maybe'" in done.stderr, done.stderr

@@ -68,7 +68,7 @@ async def _publisher_run(
 
 
 async def _payloads(steps: list[Any]) -> list[dict[str, Any]]:
-    """The exact dicts the publisher builds, captured without a broker."""
+    """The events the publisher would send (decoded from its buffer), captured without a broker."""
     pub = ContestPublisher(KafkaSettings(), PublisherSettings(buffer_size=len(steps) + 1))
     pub._open = True  # capture mode: fill the buffer, never send
 

@@ -1,4 +1,5 @@
-"""Settings shared by every stage: how to reach Kafka and what the topics are called.
+"""Settings shared by every stage: how to reach Kafka, what the topics are called and whether
+events are checked by the schema's fast path.
 
 Each concern has one typed settings class with its own env prefix; stage-specific settings live
 next to their stage (``producers/settings.py``, ``streams/settings.py``, ``sinks/*/settings.py``).
@@ -18,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "DEFAULT_DLQ_MAX_BYTES",
     "DEFAULT_OUTPUT_MAX_MESSAGE_BYTES",
+    "FastPathSettings",
     "KafkaSettings",
     "TopicSettings",
     "settings_class",
@@ -225,6 +227,20 @@ class TopicSettings(BaseSettings):
         """These settings as the environment of a child process (``CT_TOPIC_EVENTS``, ...)."""
         prefix = str(self.model_config.get("env_prefix", ""))
         return {f"{prefix}{name.upper()}": str(getattr(self, name)) for name in type(self).model_fields}
+
+
+class FastPathSettings(BaseSettings):
+    """Checking events without pydantic (env prefix ``CT_FAST_PATH_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CT_FAST_PATH_", extra="ignore", allow_inf_nan=False)
+
+    enabled: bool = Field(
+        default=True,
+        description="Accept well-formed events by the schema's rules without pydantic (the ingest stage's "
+        "and the worker's decoder, the publisher's check; contest_telemetry/schema/fastpath.py). false "
+        "validates every event with pydantic, the reference path: same results, more CPU. Read once per "
+        "process.",
+    )
 
 
 def settings_class(exc: ValidationError) -> type[BaseSettings] | None:

@@ -1,9 +1,8 @@
 """The publisher's bounded buffer (aiokafka's accumulator): events checked and encoded when they
 were recorded, waiting for the sender.
 
-An event is kept three ways in lockstep: as given (read by tests and ``benchmarks/publish.py``),
-its hub and its JSON bytes (what the sender sends). Three deques, no tuple per event: fewer
-objects for the garbage collector to track. At most ``size`` events (``CT_PUBLISHER_BUFFER_SIZE``):
+An event is kept as its hub and its JSON bytes (what the sender sends), in two deques in lockstep:
+no tuple and no dict per event, fewer objects for the garbage collector to track. At most ``size`` events (``CT_PUBLISHER_BUFFER_SIZE``):
 beyond that :meth:`EventBuffer.add` refuses, and the publisher drops (counted here per hub, for the
 next envelope's ``publisherDropped``) or waits in :meth:`EventBuffer.wait_for_room`.
 """
@@ -15,6 +14,8 @@ import collections
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 __all__ = ["EventBuffer"]
 
 
@@ -24,7 +25,6 @@ class EventBuffer:
     def __init__(self, size: int, batch: int) -> None:
         self.size = size
         self.batch = batch
-        self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._hubs: collections.deque[str] = collections.deque()
         self._encoded: collections.deque[bytes] = collections.deque()
         self._dropped: dict[str, int] = collections.defaultdict(int)
@@ -34,21 +34,20 @@ class EventBuffer:
         self._room = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._hubs)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """The events buffered, as given, oldest first."""
-        return iter(self._events)
+        """The events buffered, decoded from the bytes the sender will send, oldest first."""
+        return (orjson.loads(data) for data in self._encoded)
 
-    def add(self, event: dict[str, Any], hub: str, data: bytes) -> bool:
-        """Buffer one event (``data``: its JSON bytes); False, and nothing buffered, when full."""
-        events = self._events
-        if len(events) >= self.size:
+    def add(self, hub: str, data: bytes) -> bool:
+        """Buffer one event of ``hub`` (``data``: its JSON bytes); False, and nothing buffered, when full."""
+        hubs = self._hubs
+        if len(hubs) >= self.size:
             return False
-        events.append(event)
-        self._hubs.append(hub)
+        hubs.append(hub)
         self._encoded.append(data)
-        if len(events) >= self.batch:
+        if len(hubs) >= self.batch:
             self.ready.set()
         return True
 
@@ -69,7 +68,6 @@ class EventBuffer:
     def drain(self) -> tuple[list[str], list[bytes]]:
         """Take every buffered event: their hubs and bytes, oldest first; callers waiting for room wake."""
         hubs, encoded = list(self._hubs), list(self._encoded)
-        self._events.clear()
         self._hubs.clear()
         self._encoded.clear()
         self._room.set()

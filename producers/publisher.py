@@ -143,7 +143,7 @@ class ContestPublisher:
             self.metrics.rejected += 1
             raise
         buffer = self._buffer
-        if not buffer.add(payload, hub, data):
+        if not buffer.add(hub, data):
             if self.settings.overflow == "drop":
                 self.metrics.dropped += 1
                 buffer.drop(hub)
@@ -152,7 +152,7 @@ class ContestPublisher:
                 await buffer.wait_for_room()
                 if not self._open:
                     raise PublisherClosedError("publisher closed while waiting for buffer room")
-                if buffer.add(payload, hub, data):
+                if buffer.add(hub, data):
                     break
         self.metrics.enqueued += 1
         return True

@@ -40,6 +40,8 @@ def settings_classes() -> list[type[BaseSettings]]:
                 and issubclass(value, BaseSettings)
                 and value is not BaseSettings
                 and value.__module__ == name
+                # A base without a prefix only holds fields its subclasses share; they list them.
+                and value.model_config.get("env_prefix")
             ):
                 found.append(value)
     return found

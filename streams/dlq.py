@@ -29,12 +29,13 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from contest_telemetry.schema import InvalidEvent
+from contest_telemetry.schema.contract import ms_to_iso
 from contest_telemetry.settings import DEFAULT_DLQ_MAX_BYTES
 
 __all__ = [
@@ -89,7 +90,7 @@ def dlq_value(
             "key": None if key is None else key.decode("utf-8", "replace"),
         },
         "index": invalid.index,
-        "failedAt": (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "failedAt": ms_to_iso(None if now is None else now.timestamp() * 1000.0),
     }
     if invalid.raw is not None:
         out["event"] = invalid.raw

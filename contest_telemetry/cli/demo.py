@@ -33,6 +33,7 @@ from contest_telemetry.broker import BrokerProcess, free_port, make_broker
 from contest_telemetry.broker.process import stop_process_group
 from contest_telemetry.cli.metrics_probe import PipelineReading, read_metrics
 from contest_telemetry.cli.parser import positive_float, positive_int, share
+from contest_telemetry.schema.contract import ARMING_BUDGET_MS, RESOLUTION_BUDGET_MS
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from contest_telemetry.topics import ensure_topics, pipeline_topics
 from producers.loadgen import LoadGenerator, LoadProfile
@@ -41,7 +42,7 @@ from producers.settings import PublisherSettings
 
 __all__ = ["add_parser", "run"]
 
-ARMING_BUDGET_S, RESOLUTION_BUDGET_S = 8.0, 0.8
+ARMING_BUDGET_S, RESOLUTION_BUDGET_S = ARMING_BUDGET_MS / 1000, RESOLUTION_BUDGET_MS / 1000
 
 
 def add_parser(subparsers: Any) -> None:
@@ -136,8 +137,10 @@ def _view(published: int, rate: float, reading: PipelineReading, elapsed: float,
     )
     table.add_row("consumer lag", f"{reading.lag:,.0f}", "records")
     table.add_row("dead letters", f"{reading.invalid:,.0f}", f"late events {reading.late:,.0f}")
-    table.add_row("arming p95", arming, f"{arming_state} (budget 8,000 ms, rolling view, all hubs)")
-    table.add_row("resolution p95", resolution, f"{resolution_state} (budget 800 ms)")
+    table.add_row(
+        "arming p95", arming, f"{arming_state} (budget {ARMING_BUDGET_MS:,.0f} ms, rolling view, all hubs)"
+    )
+    table.add_row("resolution p95", resolution, f"{resolution_state} (budget {RESOLUTION_BUDGET_MS:,.0f} ms)")
     table.add_row(
         "hubs over budget",
         f"{reading.arming_breached_hubs} / {reading.resolution_breached_hubs}",

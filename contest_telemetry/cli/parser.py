@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from contest_telemetry.exceptions import ConfigError
 from contest_telemetry.schema import contract
 
-__all__ = ["Parser", "iso_time_ms", "positive_float", "positive_int", "share"]
+__all__ = ["Parser", "command_parser", "iso_time_ms", "positive_float", "positive_int", "share"]
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
+
+
+def command_parser(subparsers: Any, prog: str, help: str, doc: str | None) -> argparse.ArgumentParser:
+    """A subcommand's parser whose ``--help`` shows its module's docstring ``doc`` as written."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        prog,
+        help=help,
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    return parser
 
 
 def positive_int(raw: str) -> int:

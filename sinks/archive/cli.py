@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contest_telemetry.cli.errors import EXIT_ERROR, EXIT_OK, run_reported
-from contest_telemetry.cli.parser import Parser
+from contest_telemetry.cli.parser import Parser, command_parser
 from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
 from contest_telemetry.logs import announce, configure_logging, line_stream
 from contest_telemetry.settings import KafkaSettings, TopicSettings
@@ -116,12 +116,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``archive`` (with ``run`` and ``verify``) on a subparsers action; dispatch to :func:`run`."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        PROG,
-        help="archive contest telemetry to gzip NDJSON, and verify archives",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    parser = command_parser(
+        subparsers, PROG, "archive contest telemetry to gzip NDJSON, and verify archives", __doc__
     )
     _add_arguments(parser)
     parser.set_defaults(func=run)

@@ -22,11 +22,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from contest_telemetry.health import ProgressWatch, Verdict
 from sinks.archive.manifest import ManifestEntry
 from sinks.prometheus.server import ExporterServer, start_exporter
+from sinks.prometheus.settings import ExporterServerSettings, ServerConnections, ServerPort, ServerThreads
 
 if TYPE_CHECKING:
     from sinks.archive.runner import ArchiveRun, ArchiveStats
@@ -41,33 +42,21 @@ def _watch_key(topic: str, partition: int) -> str:
     return f"{topic}[{partition}]"
 
 
-class ArchiverExporterSettings(BaseSettings):
+class ArchiverExporterSettings(ExporterServerSettings):
     """Where the archiver serves ``/metrics``, ``/healthz`` and ``/readyz`` (env prefix ``CT_ARCHIVER_EXPORTER_``)."""
 
     model_config = SettingsConfigDict(env_prefix="CT_ARCHIVER_EXPORTER_", extra="ignore", allow_inf_nan=False)
 
     enabled: bool = Field(default=True, description="Serve the archiver's /metrics, /healthz and /readyz.")
-    host: str = Field(default="127.0.0.1", min_length=1, description="Address to bind.")
-    port: int = Field(default=9465, ge=0, le=65535, description="TCP port; 0 picks a free port.")
+    port: ServerPort = 9465
     stall_s: float = Field(
         default=300.0,
         gt=0,
         allow_inf_nan=False,
         description="/healthz fails when a partition has had records waiting and none archived for this long, or the archive loop reported nothing for this long.",
     )
-    threads: int = Field(default=2, ge=1, le=64, description="Threads answering requests.")
-    request_timeout_s: float = Field(
-        default=5.0,
-        gt=0,
-        le=300,
-        description="Time a connection has to send its request head, and a response to be sent.",
-    )
-    max_connections: int = Field(
-        default=64,
-        ge=1,
-        le=65536,
-        description="Connections waiting for their request head; beyond it the oldest is closed.",
-    )
+    threads: ServerThreads = 2
+    max_connections: ServerConnections = 64
 
 
 class ArchiveObserver:

@@ -32,10 +32,10 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from contest_telemetry.schema.contract import ms_to_iso
 from sinks.archive.exceptions import ArchiveError
 from sinks.archive.manifest import CHUNK, GAP, ManifestEntry
 from sinks.archive.manifest_log import ManifestLog, is_manifest_key, manifest_for
@@ -70,10 +70,9 @@ def iso_ms(ms: float | None) -> str | None:
     if ms is None:
         return None
     try:
-        moment = datetime.fromtimestamp(ms / 1000.0, UTC)
+        return ms_to_iso(ms)
     except (OverflowError, OSError, ValueError):
         return None
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _HashingWriter(io.RawIOBase):

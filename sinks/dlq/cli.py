@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from contest_telemetry.cli.parser import Parser, iso_time_ms, positive_int
+from contest_telemetry.cli.parser import Parser, command_parser, iso_time_ms, positive_int
 from contest_telemetry.exceptions import ConfigError
 from contest_telemetry.settings import KafkaSettings, TopicSettings
 from sinks.dlq.settings import DlqToolSettings
@@ -70,12 +70,8 @@ def _selection_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        PROG,
-        help="inspect the dead-letter topic and redrive dead letters",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    parser = command_parser(
+        subparsers, PROG, "inspect the dead-letter topic and redrive dead letters", __doc__
     )
     commands = parser.add_subparsers(dest="dlq_command", metavar="{inspect,redrive}", parser_class=Parser)
     inspect_p = commands.add_parser(

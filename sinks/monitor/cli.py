@@ -24,7 +24,7 @@ from typing import IO, Any, BinaryIO
 from rich.console import Console
 
 from contest_telemetry.cli.errors import EXIT_BREACHED, EXIT_ERROR, EXIT_OK, run_reported
-from contest_telemetry.cli.parser import Parser
+from contest_telemetry.cli.parser import Parser, command_parser
 from contest_telemetry.exceptions import ConfigError
 from sinks.monitor.inputs import DEFAULT_MAX_LINE_BYTES, InputError, Skips, open_lines
 from sinks.monitor.render import LazyArray, render_table, render_text, write_json
@@ -78,12 +78,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``monitor`` on a ``contest-telemetry`` subparsers action; dispatch to :func:`run`."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        PROG,
-        help="summarise contest telemetry NDJSON against the DES-BENCH-01 budgets",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    parser = command_parser(
+        subparsers, PROG, "summarise contest telemetry NDJSON against the DES-BENCH-01 budgets", __doc__
     )
     _add_arguments(parser)
     parser.set_defaults(func=run)

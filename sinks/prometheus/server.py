@@ -54,7 +54,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from prometheus_client import generate_latest
@@ -64,13 +64,10 @@ from prometheus_client.registry import Collector
 from contest_telemetry.health import AlwaysHealthy, HealthSource
 from sinks.prometheus.collector import CompactFamily
 from sinks.prometheus.exceptions import ExporterStartError
-from sinks.prometheus.settings import ExporterSettings
+from sinks.prometheus.settings import ExporterServerSettings, ExporterSettings
 
 __all__ = [
     "CLOSE_REASONS",
-    "DEFAULT_MAX_CONNECTIONS",
-    "DEFAULT_REQUEST_TIMEOUT_S",
-    "DEFAULT_THREADS",
     "ExporterServer",
     "render_text",
     "start_exporter",
@@ -83,26 +80,11 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
 
-DEFAULT_THREADS = 4
-DEFAULT_REQUEST_TIMEOUT_S = 5.0
-DEFAULT_MAX_CONNECTIONS = 256
 CLOSE_REASONS = ("request_timeout", "max_connections", "head_too_large")
 _QUEUED_PER_THREAD = 16  # complete requests waiting for a worker, per worker thread
 _MAX_HEAD_BYTES = 64 * 1024  # a request line and headers beyond this get 431
 _ACCEPTS_PER_WAKEUP = 64
 _HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
-
-
-class ServerSettings(Protocol):
-    """What :func:`start_exporter` reads: an :class:`ExporterSettings`, or another settings class with
-    the same server fields (the archiver's). ``threads``, ``request_timeout_s`` and
-    ``max_connections`` are read when present (see :func:`_limits`)."""
-
-    @property
-    def host(self) -> str: ...
-
-    @property
-    def port(self) -> int: ...
 
 
 class _Connection:
@@ -533,22 +515,10 @@ class ExporterServer:
         self.stop()
 
 
-def _limits(settings: ServerSettings) -> tuple[int, float, int]:
-    """``(threads, request_timeout_s, max_connections)`` from the settings (defaults while
-    ExporterSettings has no such fields)."""
-    threads = int(getattr(settings, "threads", DEFAULT_THREADS))
-    timeout = float(getattr(settings, "request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S))
-    max_connections = int(getattr(settings, "max_connections", DEFAULT_MAX_CONNECTIONS))
-    if threads < 1 or not timeout > 0 or max_connections < 1:
-        raise ExporterStartError(
-            f"exporter: need threads >= 1, request_timeout_s > 0 and max_connections >= 1, got "
-            f"{threads}, {timeout}, {max_connections}"
-        )
-    return threads, timeout, max_connections
-
-
 def start_exporter(
-    registry: Collector, settings: ServerSettings | None = None, health: HealthSource | None = None
+    registry: Collector,
+    settings: ExporterServerSettings | None = None,
+    health: HealthSource | None = None,
 ) -> ExporterServer:
     """Serve ``registry`` on ``settings.host:settings.port`` from a selector thread and a pool of
     ``settings.threads`` worker threads (all daemon threads); ``/healthz`` and ``/readyz`` answer
@@ -558,15 +528,14 @@ def start_exporter(
     the caller's decision (the worker skips this call when it is false).
     """
     settings = settings if settings is not None else ExporterSettings()
-    threads, timeout, max_connections = _limits(settings)
     try:
         httpd = _PooledServer(
             (settings.host, settings.port),
             registry,
             family=_address_family(settings.host),
-            threads=threads,
-            request_timeout_s=timeout,
-            max_connections=max_connections,
+            threads=settings.threads,
+            request_timeout_s=settings.request_timeout_s,
+            max_connections=settings.max_connections,
             health=health if health is not None else AlwaysHealthy(),
         )
     except OSError as exc:

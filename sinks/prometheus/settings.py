@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError
+from typing import Annotated
+
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contest_telemetry.exceptions import ConfigError
+__all__ = ["ExporterServerSettings", "ExporterSettings", "ServerConnections", "ServerPort", "ServerThreads"]
 
-__all__ = ["ExporterSettings"]
+# The bounds and meaning of the server fields; an exporter that wants other defaults redeclares the
+# field with one of these and its own default.
+ServerPort = Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free port.")]
+ServerThreads = Annotated[
+    int, Field(ge=1, le=64, description="Threads answering requests; waiting connections use none.")
+]
+ServerConnections = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=65536,
+        description="Connections waiting for their request head; beyond it the oldest is closed.",
+    ),
+]
 
 
-class ExporterSettings(BaseSettings):
+class ExporterServerSettings(BaseSettings):
+    """What the HTTP server of sinks/prometheus/server.py reads: where it listens and its bounds.
+
+    A base without an env prefix: each exporter (the worker's :class:`ExporterSettings`, the
+    archiver's ``ArchiverExporterSettings``) subclasses it with its own prefix and defaults.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", allow_inf_nan=False)
+
+    enabled: bool = Field(default=True, description="Serve the exporter (the caller's decision).")
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address to bind.")
+    port: ServerPort = 9464
+    threads: ServerThreads = 4
+    request_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Time a connection has to send its request head, and a response to be sent.",
+    )
+    max_connections: ServerConnections = 256
+
+
+class ExporterSettings(ExporterServerSettings):
     """Where a worker serves ``/metrics`` and how many ``hub`` label values it may emit.
 
     ``CT_EXPORTER_HOST`` (default ``127.0.0.1``), ``CT_EXPORTER_PORT`` (default 9464, 0 = pick a free
@@ -22,8 +59,6 @@ class ExporterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CT_EXPORTER_", extra="ignore", allow_inf_nan=False)
 
     enabled: bool = Field(default=True, description="Serve /metrics from the worker.")
-    host: str = Field(default="127.0.0.1", min_length=1, description="Address to bind.")
-    port: int = Field(default=9464, ge=0, le=65535, description="TCP port; 0 picks a free port.")
     max_hubs: int = Field(
         default=500, ge=1, description="Distinct hub label values before further hubs fold into _other."
     )
@@ -38,30 +73,3 @@ class ExporterSettings(BaseSettings):
         ge=1,
         description="Scrapes without use before a hub's label slot is freed for another hub.",
     )
-    threads: int = Field(
-        default=4, ge=1, le=64, description="Threads answering /metrics; waiting connections use none."
-    )
-    request_timeout_s: float = Field(
-        default=5.0,
-        gt=0,
-        le=300,
-        description="Time a connection has to send its request head, and a response to be sent.",
-    )
-    max_connections: int = Field(
-        default=256,
-        ge=1,
-        le=65536,
-        description="Connections waiting for their request head; beyond it the oldest is closed.",
-    )
-
-    @classmethod
-    def load(cls, **overrides: object) -> ExporterSettings:
-        """Environment + ``overrides``; an invalid value raises :class:`ConfigError` (one line)."""
-        try:
-            return cls(**overrides)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"CT_EXPORTER_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise ConfigError(f"invalid exporter settings: {problems}") from exc

@@ -4,9 +4,8 @@ The server must not give a thread to every connection: idle ones wait in a selec
 until a request head has arrived, are closed after a timeout, and are dropped oldest first beyond
 a connection limit; a fixed pool of threads answers the requests.
 
-The timeout, pool size and connection limit are read from the settings (``request_timeout_s``,
-``threads``, ``max_connections``; defaults 5 s, 4, 256 while ExporterSettings has no such fields):
-the tests use a settings subclass that has them.
+The timeout, pool size and connection limit are the settings' ``request_timeout_s``, ``threads``
+and ``max_connections`` (the worker's defaults: 5 s, 4, 256).
 """
 
 from __future__ import annotations
@@ -28,14 +27,6 @@ from sinks.prometheus.collector import CompactFamily
 IDLE = 200
 # Threads the exporter may add to the process: its selector loop and the pool (default 4), plus slack.
 MAX_EXTRA_THREADS = 8
-
-
-class TunedSettings(ExporterSettings):
-    """ExporterSettings with the server fields start_exporter reads (getattr with defaults)."""
-
-    request_timeout_s: float = 5.0
-    threads: int = 4
-    max_connections: int = 256
 
 
 def scrape(url: str, timeout: float = 10) -> tuple[int, bytes]:
@@ -116,7 +107,7 @@ def test_idle_connections_do_not_hold_a_thread_each_and_a_scrape_still_answers(e
 def quick_server(exporter) -> Iterator[ExporterServer]:
     registry, _, _ = exporter
     srv = start_exporter(
-        registry, TunedSettings(port=0, request_timeout_s=0.5, threads=2, max_connections=20)
+        registry, ExporterSettings(port=0, request_timeout_s=0.5, threads=2, max_connections=20)
     )
     try:
         yield srv
@@ -170,7 +161,7 @@ def test_a_trickling_client_is_closed_at_the_deadline_even_while_it_sends(quick_
 
 def test_beyond_max_connections_the_oldest_waiting_connections_are_dropped(exporter):
     registry, _, _ = exporter
-    settings = TunedSettings(port=0, request_timeout_s=30, threads=2, max_connections=20)
+    settings = ExporterSettings(port=0, request_timeout_s=30, threads=2, max_connections=20)
     with start_exporter(registry, settings) as srv, connections(srv.port, 50) as socks:
         assert scrape(srv.url)[0] == 200  # the scrape is the newest connection: it is served
         oldest, newest = socks[:30], socks[-10:]
@@ -183,7 +174,7 @@ def test_beyond_max_connections_the_oldest_waiting_connections_are_dropped(expor
 def test_concurrent_scrapes_are_all_answered_by_a_small_pool(exporter):
     registry, counters, _ = exporter
     counters.processed(3)
-    with start_exporter(registry, TunedSettings(port=0, threads=2)) as srv, ThreadPoolExecutor(8) as pool:
+    with start_exporter(registry, ExporterSettings(port=0, threads=2)) as srv, ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: scrape(srv.url), range(24)))
     assert [status for status, _ in results] == [200] * 24
     assert all(b"contest_processed_events_total 3" in body for _, body in results)
@@ -204,7 +195,7 @@ def test_a_client_that_does_not_read_the_page_frees_its_thread_after_the_timeout
     timeout; then it serves the next scrape."""
     registry, _, _ = exporter
     registry.register(BigPage())  # type: ignore[arg-type]
-    settings = TunedSettings(port=0, request_timeout_s=0.5, threads=1)
+    settings = ExporterSettings(port=0, request_timeout_s=0.5, threads=1)
     with start_exporter(registry, settings) as srv, socket.socket() as stuck:
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
         stuck.connect(("127.0.0.1", srv.port))
@@ -223,7 +214,7 @@ def test_requests_beyond_the_queue_get_503_while_every_thread_is_busy(exporter):
     rest are answered 503 at once instead of piling up."""
     registry, _, _ = exporter
     registry.register(BigPage())  # type: ignore[arg-type]
-    settings = TunedSettings(port=0, request_timeout_s=1.0, threads=1)
+    settings = ExporterSettings(port=0, request_timeout_s=1.0, threads=1)
     with start_exporter(registry, settings) as srv, socket.socket() as stuck:
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.connect(("127.0.0.1", srv.port))

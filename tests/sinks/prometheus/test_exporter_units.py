@@ -6,8 +6,10 @@ import threading
 
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
-from contest_telemetry.exceptions import ConfigError, ContestTelemetryError
+from contest_telemetry.cli.errors import error_line
+from contest_telemetry.exceptions import ContestTelemetryError
 from sinks.prometheus import (
     ExporterError,
     ExporterSettings,
@@ -42,10 +44,16 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch):
     assert (s.host, s.port, s.max_hubs, s.enabled) == ("0.0.0.0", 0, 3, False)
 
 
-@pytest.mark.parametrize("field,value", [("port", -1), ("port", 65536), ("max_hubs", 0), ("host", "")])
+@pytest.mark.parametrize(
+    "field,value",
+    [("port", -1), ("port", 65536), ("max_hubs", 0), ("host", ""), ("threads", 0), ("max_connections", 0)],
+)
 def test_settings_validation(field: str, value: object):
-    with pytest.raises(ConfigError, match=f"CT_EXPORTER_{field.upper()}"):
-        ExporterSettings.load(**{field: value})
+    """A bad value is the commands' one error line, naming the variable."""
+    with pytest.raises(ValidationError) as caught:
+        ExporterSettings(**{field: value})  # type: ignore[arg-type]
+    line = error_line(caught.value)
+    assert line is not None and line.startswith(f"invalid setting CT_EXPORTER_{field.upper()}=")
 
 
 def test_errors_derive_from_the_project_root():

@@ -167,9 +167,15 @@ class RecordApplier:
             watch(await send(self.dlq_topic, key, value, headers))
         await self._send_records(out.records)
         if out.windows:
-            # A state that says "emitted" must not reach the changelog before the result.
+            # A state that says "emitted" must not reach the changelog before the result. Staged,
+            # the state waits for every watched output before it is written (_flush): no need to
+            # hold up the records behind this one for the acknowledgement.
             futures = [await send(self.windows_topic, key, value, None) for key, value in out.windows]
-            await asyncio.wait_for(asyncio.gather(*futures), self.window_timeout_s)
+            if self.engine.stage:
+                for future in futures:
+                    watch(future)
+            else:
+                await asyncio.wait_for(asyncio.gather(*futures), self.window_timeout_s)
         write = self.writer
         for (tkey, tvalue), partition in zip(out.writes, out.write_partitions, strict=True):
             write(tkey, tvalue, partition)  # None: a tombstone, compaction drops the key

@@ -128,34 +128,40 @@ class Lifecycle:
     # -- events --------------------------------------------------------------------------------
     def apply(self, hub: str, ev: dict[str, Any], t: float) -> Effect:
         msg = ev["message"]
-        room = ev.get("roomId")
-        contest_key = ev.get("contestKey")
-        key = f"{room}{_SEP}{contest_key}"
         touched = self.touched
-        if msg == ARMED:
-            entry = self.armed.get(key)
-            if entry is None:
-                self._admit()
-                entry = self.armed[key] = {"roomId": room, "contestKey": contest_key}
-            _take(entry, ev)
-            entry["seen"] = t
-            touched.add(_A + key)
-            return NO_EFFECT
-        if msg == EXPIRED:
-            if key in self.armed:
-                entry = self.armed.pop(key)
+        if msg in (ARMED, EXPIRED):
+            room = ev.get("roomId")
+            contest_key = ev.get("contestKey")
+            key = f"{room}{_SEP}{contest_key}"
+            armed_entries = self.armed
+            if msg == ARMED:
+                entry = armed_entries.get(key)
+                if entry is None:
+                    self._admit()
+                    entry = armed_entries[key] = {"roomId": room, "contestKey": contest_key}
+                _take(entry, ev, msg)
+                entry["seen"] = t
+                touched.add(_A + key)
+                return NO_EFFECT
+            if key in armed_entries:
+                entry = armed_entries.pop(key)
                 touched.add(_A + key)
             else:
                 entry = {"roomId": room, "contestKey": contest_key}
-            _take(entry, ev)
+            _take(entry, ev, msg)
             expired_at = ev.get("expiredAt")
             fields = {"expiredAt": expired_at, "armingDurationMs": ev.get("armingDurationMs")}
             if fields["armingDurationMs"] is None:
                 fields["armingDurationMs"] = arming_duration_ms(entry.get("createdAt"), expired_at)
             return Effect(record=self._record(hub, ev, "expired", entry, fields))
         contest_id: str = ev.get("contestId")  # type: ignore[assignment]
-        contest = self.contests.get(contest_id)
+        contests = self.contests
+        contest = contests.get(contest_id)
         if contest is None:
+            # First sight of the contest: its armed entry (by room and key) becomes it.
+            room = ev.get("roomId")
+            contest_key = ev.get("contestKey")
+            key = f"{room}{_SEP}{contest_key}"
             armed = self.armed.pop(key, None)
             if armed is not None:
                 touched.add(_A + key)
@@ -164,10 +170,10 @@ class Lifecycle:
             if msg != WORKFLOW_FAILED and msg != RESOLVED:
                 if armed is None:
                     self._admit()
-                self.contests[contest_id] = contest
+                contests[contest_id] = contest
         touched.add(_C + contest_id)
         contest["seen"] = t
-        _take(contest, ev)
+        _take(contest, ev, msg)
         if msg == LAUNCHED:
             arming = ev.get("armingDurationMs")
             if arming is None:
@@ -181,7 +187,7 @@ class Lifecycle:
             _set(contest, "workflowId", ev.get("workflowId"))
             _set(contest, "runId", ev.get("runId"))
             return NO_EFFECT
-        self.contests.pop(contest_id, None)
+        contests.pop(contest_id, None)
         effect = Effect(
             finished=True,
             participants=contest.get("participantCount"),
@@ -272,10 +278,10 @@ def _taken(message: str) -> tuple[str, ...]:
 _TAKEN_BY_MESSAGE = {m: _taken(m) for m in EVENT_MESSAGES}
 
 
-def _take(entry: dict[str, Any], ev: dict[str, Any]) -> None:
+def _take(entry: dict[str, Any], ev: dict[str, Any], message: str) -> None:
     """Copy what the event knows into the lifecycle entry (a later number replaces an earlier)."""
     get = ev.get
-    for name in _TAKEN_BY_MESSAGE.get(ev["message"], _TAKEN):
+    for name in _TAKEN_BY_MESSAGE.get(message, _TAKEN):
         value = get(name)
         if value is not None:
             entry[name] = value

@@ -113,7 +113,7 @@ class WorkerSettings(BaseSettings):
         default=30.0,
         gt=0,
         allow_inf_nan=False,
-        description="Wait this long for window results to be acknowledged before state marks them emitted.",
+        description="Wait this long for window results (and, staged, the contest records and dead letters of a flush) to be acknowledged before state marks them emitted; beyond it the worker stops (staged) or retries the record (per record).",
     )
     apply_retry_s: float = Field(
         default=30.0,

@@ -7,7 +7,7 @@ of one poll into as few records as fit (``CT_INGEST_MAX_BATCH_BYTES``) per worke
 partition of the ingested topic the default partitioner gives each hub. A record is keyed by the
 ``hubId`` of its first batch, so every hub in it lands where its own key would::
 
-    {"message": "telemetry.contest.ingested", "v": 2,
+    {"message": "telemetry.contest.ingested", "v": 3,
      "batches": [
        {"hubId": "hub-1",
         "partition": 3,                     # the source partition of contest.events

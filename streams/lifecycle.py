@@ -29,12 +29,14 @@ from contest_telemetry.schema import (
     arming_duration_ms,
     ms_to_iso,
     resolution_durations,
+    short_type,
 )
 from streams.records import build_record
 
 __all__ = ["NO_EFFECT", "Effect", "Lifecycle", "dropped_record"]
 
 _SEP = "\x1f"
+_SHORT = {m: short_type(m) for m in (EXPIRED, RESOLVED, WORKFLOW_FAILED)}  # a record's ``lifecycle``
 _A, _C = "a" + _SEP, "c" + _SEP  # ident prefixes: armed entry, launched contest
 # What a lifecycle entry takes from an event, in this order (a later number replaces an earlier).
 _TAKEN = (
@@ -153,7 +155,7 @@ class Lifecycle:
             fields = {"expiredAt": expired_at, "armingDurationMs": ev.get("armingDurationMs")}
             if fields["armingDurationMs"] is None:
                 fields["armingDurationMs"] = arming_duration_ms(entry.get("createdAt"), expired_at)
-            return Effect(record=self._record(hub, ev, "expired", entry, fields))
+            return Effect(record=self._record(hub, ev, _SHORT[EXPIRED], entry, fields))
         contest_id: str = ev.get("contestId")  # type: ignore[assignment]
         contests = self.contests
         contest = contests.get(contest_id)
@@ -217,9 +219,11 @@ class Lifecycle:
                 "outcomeTier": ev.get("outcomeTier"),
                 "sharedComplicationCount": ev.get("sharedComplicationCount"),
             }
-            effect.record = self._record(hub, ev, "resolved", contest, fields)
+            effect.record = self._record(hub, ev, _SHORT[RESOLVED], contest, fields)
         else:  # workflowFailed
-            effect.record = self._record(hub, ev, "workflowFailed", contest, {"error": ev.get("error")})
+            effect.record = self._record(
+                hub, ev, _SHORT[WORKFLOW_FAILED], contest, {"error": ev.get("error")}
+            )
         return effect
 
     @staticmethod

@@ -24,6 +24,7 @@ events (values, their types, field order, event times, dead letters).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,8 +305,6 @@ def screen_event_times(
     (they take the record's) always pass."""
     if max_future_ms is None and max_past_ms is None:
         return
-    import time  # TODO: move to the module's imports (kept in the body while callers change)
-
     now = time.time() * 1000.0
     given = record_ms is not None and record_ms > 0
     if given:

@@ -166,10 +166,10 @@ class WorkerSettings(BaseSettings):
     bench_expect_events: int | None = Field(
         default=None,
         ge=1,
-        description="Benchmark only: write a timing report once this many events were applied.",
+        description='Timing hook for outside scripts (benchmarks/stream_throughput.py): write {"events", "seconds"} to CT_WORKER_BENCH_REPORT once this many events were applied (streams/timing.py).',
     )
     bench_report: Path | None = Field(
-        default=None, description="Benchmark only: where that timing report goes."
+        default=None, description="Where the timing report of CT_WORKER_BENCH_EXPECT_EVENTS goes."
     )
 
     @field_validator("window_s", "lifecycle_ttl_s")

@@ -653,7 +653,7 @@ def test_pack_dead_letters_events_too_far_ahead_of_their_record() -> None:
         ("event_time", 1),
         ("event_time", None),
     ]
-    # without a window (or without a record timestamp) nothing is screened
+    # without a window nothing is screened (a record without a timestamp is judged against now)
     assert len(pack({0: recs}, topic="contest.events")[1]) == 0
 
 

@@ -22,13 +22,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contest_telemetry.cli.errors import command_name, run_reported
+from contest_telemetry.cli.errors import command_name, error_line, run_reported
 from contest_telemetry.cli.parser import Parser
 from contest_telemetry.logs import check_log_settings, configure_logging
 from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
 from contest_telemetry.topics import ensure_topics, pipeline_topics
 from streams.counters import CounterSink
-from streams.exceptions import StreamsConfigError
+from streams.exceptions import ApplyError, StreamsConfigError
 
 __all__ = ["IngestChild", "add_parser", "main", "run", "run_worker"]
 
@@ -174,20 +174,35 @@ def run_worker(
     child = None
     if settings.source == "ingested" and settings.ingest == "child":
         child = IngestChild(kafka, topics, settings.data_dir, settings.app_id).start()
+    crash: Exception | None = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         code = int(exc.code or 0)
+    except Exception as exc:  # faust re-raises what crashed it once it stopped
+        crash, code = exc, 1
     else:
         code = 0
     finally:
         if child is not None:
             child.stop()
-    fatal = getattr(app, "fatal", None)
+    # Which of the two reports a fatal stop (the worker's own stop, or faust's crash when the
+    # commit's flush raised first) depends on timing: both say it the same way.
+    fatal = getattr(app, "fatal", None) or (crash if crash is not None and error_line(crash) else None)
+    applier = getattr(app, "applier", None)
+    if fatal is None and code and applier is not None:
+        # faust stopped on the commit's flush refusing (an output was not stored): mode turns
+        # that crash into exit 1 without a word; say which output.
+        try:
+            applier.check()
+        except ApplyError as exc:
+            fatal = exc
     if fatal is not None:
         print(f"worker: stopped: {fatal}", file=sys.stderr, flush=True)
         code = code or 1
     _exit_within(settings.exit_grace_s, code)
+    if crash is not None and fatal is None:
+        raise crash  # a bug: its traceback
     return code
 
 

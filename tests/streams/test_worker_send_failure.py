@@ -82,9 +82,11 @@ def test_a_rejected_contest_record_stops_the_worker_and_a_restart_applies_it_onc
             )
         )
         deadline = time.monotonic() + 120
-        while STOPPED not in first.log():
-            assert first.alive() and time.monotonic() < deadline, "no stop on a rejected send\n" + first.log()
+        while STOPPED not in first.log() and first.alive():
+            assert time.monotonic() < deadline, "no stop on a rejected send\n" + first.log()
             time.sleep(0.5)
+        code = first.proc.poll() if first.proc is not None else None
+        assert STOPPED in first.log(), f"no stop on a rejected send (exit {code})\n" + first.log()
         assert "MessageSizeTooLarge" in first.log(), first.log()
         exited = _exits_within(first, 20.0)
         first.stop()  # SIGTERM, then SIGKILL: a hung process counts as crashed from here

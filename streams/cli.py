@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contest_telemetry.cli.errors import command_name, error_line, run_reported
+from contest_telemetry.cli.errors import command_name, run_reported
 from contest_telemetry.cli.parser import Parser
 from contest_telemetry.logs import check_log_settings, configure_logging
 from contest_telemetry.settings import KafkaSettings, TopicSettings, settings_error_line
@@ -174,25 +174,20 @@ def run_worker(
     child = None
     if settings.source == "ingested" and settings.ingest == "child":
         child = IngestChild(kafka, topics, settings.data_dir, settings.app_id).start()
-    crash: Exception | None = None
+    code = 0
     try:
         worker.execute_from_commandline()
-    except SystemExit as exc:
+    except SystemExit as exc:  # always: mode's ``exiting`` turns any crash into exit 1
         code = int(exc.code or 0)
-    except Exception as exc:  # faust re-raises what crashed it once it stopped
-        crash, code = exc, 1
-    else:
-        code = 0
     finally:
         if child is not None:
             child.stop()
-    # Which of the two reports a fatal stop (the worker's own stop, or faust's crash when the
-    # commit's flush raised first) depends on timing: both say it the same way.
-    fatal = getattr(app, "fatal", None) or (crash if crash is not None and error_line(crash) else None)
+    # A fatal stop reaches here one of two ways, by timing: the worker's own stop (app.fatal), or
+    # faust crashing on the commit's flush that refused (an output was not stored), which mode
+    # turns into exit 1 without a word. Both say which output.
+    fatal = getattr(app, "fatal", None)
     applier = getattr(app, "applier", None)
     if fatal is None and code and applier is not None:
-        # faust stopped on the commit's flush refusing (an output was not stored): mode turns
-        # that crash into exit 1 without a word; say which output.
         try:
             applier.check()
         except ApplyError as exc:
@@ -201,8 +196,6 @@ def run_worker(
         print(f"worker: stopped: {fatal}", file=sys.stderr, flush=True)
         code = code or 1
     _exit_within(settings.exit_grace_s, code)
-    if crash is not None and fatal is None:
-        raise crash  # a bug: its traceback
     return code
 
 

@@ -205,15 +205,16 @@ def _view_figures(view: object) -> tuple[object, ...]:
     )
 
 
+@pytest.mark.parametrize("form", ["single", "envelope", "ingested-single", "ingested-envelope"])
 @pytest.mark.parametrize("stage", [False, True], ids=["per-record", "staged"])
-def test_snapshot_views_equal_what_a_restarted_worker_reads_back(stage: bool) -> None:
+def test_snapshot_views_equal_what_a_restarted_worker_reads_back(stage: bool, form: str) -> None:
     """The rolling views are kept from the windows as they close, not decoded again each time:
     they must equal what a worker that starts on the same table decodes from it."""
     events = make_events(hubs=3, contests_per_hub=150, span_ms=600_000)
     h = Harness(stage=stage)
-    for hub, value in envelopes(events, per=7):
+    for hub, value in forms(events)[form]:
         h.feed(0, hub, value)
-    _tick(h, 0, T0 + 700_000)
+    _tick_forms(h, form, T0 + 700_000, 10**6)
     if stage:
         h.write(h.engine.flush().writes)
     before = h.engine.snapshot({0})

@@ -101,6 +101,7 @@ def _faust_app(settings: WorkerSettings, kafka: KafkaSettings, topics: TopicSett
         producer_acks=settings.producer_acks,
         producer_linger=0.005,
         producer_max_request_size=4 * 1024 * 1024,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         broker_client_id=kafka.client_id,

@@ -156,6 +156,8 @@ def test_topic_names_are_kafka_topic_names(name: str) -> None:
         ("CT_WORKER_ALPHA", "1e-300", "at least 1e-06"),  # DDSketch's gamma rounds to 1: log(1) = 0
         ("CT_WORKER_STALL_S", "inf", "finite number"),
         ("CT_WORKER_PRODUCER_ACKS", "2", "-1 (all), 0 or 1"),
+        ("CT_WORKER_PRODUCER_MAX_BATCH_BYTES", "2097152", "less than or equal to 1048576"),
+        ("CT_WORKER_PRODUCER_MAX_BATCH_BYTES", "1024", "greater than or equal to 16384"),
         ("CT_WORKER_LOGLEVEL", "loud", "debug, info, warn, error or critical"),
         ("CT_WORKER_WEB_PORT", "70000", "less than or equal to 65535"),
     ],

@@ -48,7 +48,6 @@ __all__ = [
     "cut_dlq",
     "dlq_headers",
     "dlq_value",
-    "encode_dlq",
 ]
 
 MAX_DLQ_BYTES = DEFAULT_DLQ_MAX_BYTES
@@ -116,11 +115,6 @@ def dlq_headers(value: dict[str, Any], *, cut: bool = False) -> list[tuple[str, 
 def count_truncated(dead_letters: Iterable[tuple[Any, Any, Sequence[tuple[str, bytes]]]]) -> int:
     """How many of ``dead_letters`` ((key, value, headers) as the writers send them) were cut."""
     return sum(1 for _, _, headers in dead_letters if any(h[0] == TRUNCATED_HEADER for h in headers))
-
-
-def encode_dlq(value: dict[str, Any], max_bytes: int = MAX_DLQ_BYTES) -> bytes:
-    """``value`` as JSON, cut to ``max_bytes`` (see the module docstring)."""
-    return cut_dlq(value, max_bytes)[0]
 
 
 def cut_dlq(value: dict[str, Any], max_bytes: int = MAX_DLQ_BYTES) -> tuple[bytes, bool]:

@@ -174,15 +174,9 @@ def _compile(
     )
 
 
-def fast_event(obj: Any) -> tuple[dict[str, Any], float | None] | None:
-    """``normalise(validate_event(obj))`` and the event time, or None when not sure."""
-    fast = _fast_event(obj)
-    return None if fast is None else (fast[0], fast[1])
-
-
-def _fast_event(obj: Any) -> tuple[dict[str, Any], float | None, bool] | None:
-    """:func:`fast_event`, and whether the event is ``obj`` with the defaults filled in (no
-    whole-number float count turned into an int)."""
+def fast_event(obj: Any) -> tuple[dict[str, Any], float | None, bool] | None:
+    """``normalise(validate_event(obj))``, the event time, and whether the event is ``obj`` with
+    the defaults filled in (no whole-number float count turned into an int); None when not sure."""
     if type(obj) is not dict:
         return None
     message = obj.get("message")
@@ -277,7 +271,7 @@ def decode_events(data: bytes | str | None) -> Decoded:
     append, append_time = out.events.append, out.times.append
     verbatim = True
     for item in items:
-        fast = _fast_event(item)
+        fast = fast_event(item)
         if fast is None:
             return _slow(data)
         append(fast[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 import uuid
@@ -19,22 +20,56 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+log = logging.getLogger(__name__)
+
+
+class _ProbeTopicNotices(logging.Filter):
+    """Drops aiokafka's ERROR lines about the probe topic missing from metadata: a topic just
+    created reaches the producer's metadata a moment later, and a good start is not an error."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.topic = topic
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.topic not in record.getMessage()
+
+
 async def _round_trip(bootstrap: str) -> None:
     # A listening port is not enough: a KRaft broker accepts connections before it has a
     # controller. Creating a topic and producing to it proves the whole path works.
     topic = f"__ct_ready_{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    await admin.start()
+    notices = _ProbeTopicNotices(topic)
+    cluster_log = logging.getLogger("aiokafka.cluster")
+    cluster_log.addFilter(notices)
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"ready")
+        finally:
+            await producer.stop()
+    finally:
+        cluster_log.removeFilter(notices)
+    await _delete_probe_topic(bootstrap, topic)
+
+
+async def _delete_probe_topic(bootstrap: str, topic: str) -> None:
+    """Every start would otherwise leave one more ``__ct_ready_*`` topic on the broker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        await admin.delete_topics([topic])
+    except Exception as exc:  # the broker is ready; a leftover probe topic is only litter
+        log.warning("broker readiness: could not delete the probe topic %s: %r", topic, exc)
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"ready")
-    finally:
-        await producer.stop()
 
 
 def wait_ready(bootstrap: str, timeout: float = 60.0, alive: object = None) -> float:

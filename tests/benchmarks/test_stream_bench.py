@@ -148,3 +148,28 @@ def test_live_keys_cover_what_the_live_phase_returns() -> None:
         "live_events_per_ingested_record",
     ):
         assert key in live.LIVE_KEYS
+
+
+def _seen(
+    lags_by_window: dict[int, float], hubs: int = 2
+) -> tuple[dict[tuple[str, int], float], list[tuple[str, int]]]:
+    expected = [(f"hub-{h}", w) for w in sorted(lags_by_window) for h in range(hubs)]
+    seen = {(hub, w): w + live.WINDOW_MS + live.GRACE_MS + lags_by_window[w] for hub, w in expected}
+    return seen, expected
+
+
+def test_freshness_growth_tells_a_backlog_from_a_steady_worker() -> None:
+    steady, expected = _seen({w * 1000: 100.0 + (w % 2) * 20 for w in range(8)})
+    assert live.freshness_growth(steady, expected) == pytest.approx(0.0, abs=20.0)
+    # The 32k/s step that passed at p99 954 ms: every window later than the one before.
+    growing, expected = _seen({w * 1000: 100.0 + 120 * w for w in range(8)})
+    growth = live.freshness_growth(growing, expected)
+    assert growth is not None and growth > live.GROWTH_LIMIT_MS
+
+
+def test_freshness_growth_is_unknown_without_every_result_or_two_windows() -> None:
+    seen, expected = _seen({0: 50.0, 1000: 60.0})
+    del seen[expected[-1]]
+    assert live.freshness_growth(seen, expected) is None
+    one, expected_one = _seen({0: 50.0})
+    assert live.freshness_growth(one, expected_one) is None

@@ -14,7 +14,7 @@ import pytest
 from contest_telemetry.cli.main import main as ct_main
 from contest_telemetry.schema import decode_record, encode_envelope
 from sinks.dlq.tools import NOT_A_DEAD_LETTER, DeadLetter, InspectReport, Selection, still_fails
-from streams.dlq import dlq_value, encode_dlq
+from streams.dlq import cut_dlq, dlq_value
 from streams.settings import EventTimeSettings
 from tests.helpers.archive_data import event
 
@@ -33,7 +33,7 @@ def _letters(value: bytes, key: bytes = b"hub-1") -> list[DeadLetter]:
             original=value,
             envelope=decoded.envelope,
         )
-        out.append(DeadLetter.parse(0, n, 1_000, key, encode_dlq(dv)))
+        out.append(DeadLetter.parse(0, n, 1_000, key, cut_dlq(dv)[0]))
     return out
 
 

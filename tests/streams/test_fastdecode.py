@@ -196,7 +196,7 @@ def test_fast_event_accepts_only_what_the_schema_accepts_with_equal_values() -> 
             assert not set(obj) <= _ALIASES[obj["message"]], obj
             continue
         accepted += 1
-        event, t_ms = fast
+        event, t_ms, _ = fast
         assert _typed(event) == _typed(normalise(model)), obj
         assert t_ms == model.event_time_ms(), obj
     assert valid > 2000 and accepted > 1500

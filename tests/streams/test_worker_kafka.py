@@ -306,8 +306,9 @@ async def _delete_up_to(bootstrap: str, topic: str, offsets: dict[int, int]) -> 
 
 
 @pytest.mark.apache_kafka
+@FORMS
 def test_records_deleted_by_retention_are_reported_once_not_sought_forever(
-    workers: Any, kafka_settings: KafkaSettings, topic_settings: TopicSettings, unique: str
+    workers: Any, kafka_settings: KafkaSettings, topic_settings: TopicSettings, unique: str, form: str
 ) -> None:
     """Retention deleted records the worker never read (it was down): the watchdog logs the lost
     range once and goes on; it does not seek the partition every CT_WORKER_STALL_S for good."""
@@ -315,7 +316,7 @@ def test_records_deleted_by_retention_are_reported_once_not_sought_forever(
     parts = topic_settings.partitions
     group = f"ct-test-{unique}"
     events = make_events(hubs=4, contests_per_hub=40, span_ms=120_000, seed=3)
-    recs = as_records(events, "envelope", per=10)
+    recs = as_records(events, form, per=10)
     first = workers("first", source="events", stall_s=2)
     asyncio.run(produce(bootstrap, topic_settings.events, recs[: len(recs) // 2]))
     ends = asyncio.run(_end_offsets(bootstrap, topic_settings.events, parts))

@@ -21,7 +21,8 @@ run, :mod:`.baselines` the aiokafka ceiling and the faust baseline (:mod:`.faust
   (``CT_WORKER_BENCH_EXPECT_EVENTS``). ``worker_timed_events_per_s`` is the worker's own span (its
   first applied event to the N-th), ``publish_events_per_s`` how fast the records went out;
 - ``ceiling_events_per_s``: a plain aiokafka consumer, ``getmany`` +
-  :func:`streams.fastdecode.decode_events` of the same records (validation included, no state);
+  :func:`streams.fastdecode.decode_events` of the same records (validation included, no state),
+  the fastest of three reads;
 - ``faust_events_per_s``: the idiomatic faust loop: one event per record, ``async for value in
   stream`` + ``json.loads`` + one update of a tumbling windowed table per event, on the
   single-event records of the same events (at most ``--baseline-events``: it is slow). Run once;

@@ -19,6 +19,9 @@ from benchmarks.stream.kafka_io import produce
 from contest_telemetry.settings import KafkaSettings
 from contest_telemetry.topics import TopicSpec, ensure_topics
 
+CEILING_READS = 3
+"""The ceiling is the fastest of this many reads of the same records."""
+
 
 async def read_ceiling(bootstrap: str, topic: str, expect_events: int) -> float:
     """Events/s of ``getmany`` + :func:`streams.fastdecode.decode_events` over ``topic``."""

@@ -31,6 +31,16 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 # plus its key (the source record's, up to the input topic's limit) and headers.
 DEFAULT_DLQ_MAX_BYTES = 1024 * 1024
 DEFAULT_OUTPUT_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+DEFAULT_INGESTED_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+"""Every producer's max_request_size, at least: above any record it sends with the defaults (an
+ingested record, a dead letter, a publisher envelope). A topic limit set higher raises it for the
+producers writing that topic (:func:`max_request_bytes`)."""
+
+
+def max_request_bytes(*message_limits: int) -> int:
+    """A producer's max_request_size for topics of these ``max.message.bytes``."""
+    return max((MAX_REQUEST_BYTES, *message_limits))
 
 
 def _check_host_port(entry: str) -> str | None:
@@ -197,6 +207,15 @@ class TopicSettings(BaseSettings):
         le=1024 * 1024 * 1024,
         description="max.message.bytes of the dead-letter, records and windows topics when this project "
         "creates them (existing topics are left as they are); keep it above CT_TOPIC_DLQ_MAX_BYTES.",
+    )
+    ingested_max_message_bytes: int = Field(
+        default=DEFAULT_INGESTED_MAX_MESSAGE_BYTES,
+        ge=1024 * 1024,
+        le=1024 * 1024 * 1024,
+        description="max.message.bytes of the ingested topic when this project creates it. A packed record "
+        "is at most CT_INGEST_MAX_BATCH_BYTES, but one source record is never split and its normalised "
+        "events run up to ~1.5x its size; the ingest stage refuses to start with a batch size of more "
+        "than half of this.",
     )
     dlq_max_bytes: int = Field(
         default=DEFAULT_DLQ_MAX_BYTES,

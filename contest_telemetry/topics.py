@@ -61,8 +61,9 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec(topics.windows, n, rf, {"max.message.bytes": out_max}),
         # Same count as the input: a hub keyed by hubId lands on the same partition number.
         # A packed record is at most ~1 MB (CT_INGEST_MAX_BATCH_BYTES) but one source record is
-        # never split, and its normalised events are up to ~1.5x its size: room for that.
-        TopicSpec(topics.ingested, n, rf, {"max.message.bytes": str(4 * 1024 * 1024)}),
+        # never split, and its normalised events are up to ~1.5x its size: room for that
+        # (CT_TOPIC_INGESTED_MAX_MESSAGE_BYTES).
+        TopicSpec(topics.ingested, n, rf, {"max.message.bytes": str(topics.ingested_max_message_bytes)}),
     ]
 
 

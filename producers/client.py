@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from contest_telemetry.logs import quiet_producer_probe
-from contest_telemetry.settings import KafkaSettings
+from contest_telemetry.settings import MAX_REQUEST_BYTES, KafkaSettings
 from producers.settings import PublisherSettings
 
 __all__ = ["producer_kwargs", "start_producer"]
@@ -35,7 +35,7 @@ def producer_kwargs(kafka: KafkaSettings, settings: PublisherSettings, idempoten
         "linger_ms": min(settings.linger_ms, 5),
         "request_timeout_ms": settings.request_timeout_ms,
         "max_batch_size": 1024 * 1024,
-        "max_request_size": 4 * 1024 * 1024,
+        "max_request_size": MAX_REQUEST_BYTES,
     }
     if settings.compression != "none":
         kwargs["compression_type"] = settings.compression

@@ -141,6 +141,8 @@ def _compile(message: str, keys: tuple[str, ...]) -> _Plan | None:
 
 _PLANS: dict[tuple[str, tuple[str, ...]], _Plan | None] = {}
 _MAX_PLANS = 4096
+"""Shapes (message, keys) remembered; as in streams/fastdecode.py only those of a known message
+with no more keys than its fields, so made-up messages and keys cannot fill it with large tuples."""
 
 
 def quick_check(
@@ -159,6 +161,9 @@ def quick_check(
     try:
         plan = _PLANS[shape]
     except KeyError:
+        table = _TABLES.get(message)
+        if table is None or len(shape[1]) > len(table[1]):
+            return False, None  # an unknown message or extra fields: the schema decides
         plan = _compile(message, shape[1]) if all(type(k) is str for k in shape[1]) else None
         if len(_PLANS) < _MAX_PLANS:
             _PLANS[shape] = plan

@@ -35,7 +35,7 @@ import faust
 from faust.types import TP
 
 from contest_telemetry.logs import log_context
-from contest_telemetry.settings import KafkaSettings, TopicSettings
+from contest_telemetry.settings import KafkaSettings, TopicSettings, max_request_bytes
 from streams import faust_patches
 from streams.apply import RecordApplier
 from streams.counters import CounterSink
@@ -100,7 +100,7 @@ def _faust_app(settings: WorkerSettings, kafka: KafkaSettings, topics: TopicSett
         web_bind="127.0.0.1",
         producer_acks=settings.producer_acks,
         producer_linger=0.005,
-        producer_max_request_size=4 * 1024 * 1024,
+        producer_max_request_size=max_request_bytes(topics.output_max_message_bytes),
         producer_max_batch_size=settings.producer_max_batch_bytes,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
@@ -159,6 +159,7 @@ class WorkerApp:
             self.source_name,
             stage=settings.state_flush_s > 0,
             dlq_max_bytes=topics.dlq_max_bytes,
+            events_topic=topics.events,
         )
         self.source = WorkerSource(app, self.engine, self.source_name)
         self.health = health if health is not None else WorkerHealth(settings)

@@ -2,7 +2,7 @@
 
 :meth:`WindowCloser.sweep` closes every window of the partition's hubs below the new closed
 index (their results go out and onto the hub's retained windows, ``c:``, and into the
-partition's ``_all`` partials, ``a:``), expires lifecycles past ``CT_WORKER_TTL_S`` and evicts
+partition's ``_all`` partials, ``a:``), expires lifecycles past ``CT_WORKER_LIFECYCLE_TTL_S`` and evicts
 hubs idle past their retained windows. It keeps the exporter's rolling views
 (:mod:`streams.views`) from the windows it closes.
 """

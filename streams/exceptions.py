@@ -7,6 +7,7 @@ from contest_telemetry.schema.exceptions import SchemaError
 
 __all__ = [
     "ApplyError",
+    "HubLimitError",
     "ProcessingError",
     "RereadError",
     "SketchError",
@@ -45,6 +46,14 @@ class RereadError(StreamsError):
             f"could not re-read {topic}[{partition}] offsets {first}..{stop - 1}: "
             f"no progress past offset {position}"
         )
+
+
+class HubLimitError(SchemaError):
+    """An event of a hub the worker has no room for (``CT_WORKER_MAX_HUBS``): a fleet larger than
+    the setting, or hub ids made up by a broken or hostile sender, would otherwise grow the state
+    until the worker runs out of memory, and again at each restart."""
+
+    reason = "hub_limit"
 
 
 class ProcessingError(SchemaError):

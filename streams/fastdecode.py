@@ -121,6 +121,9 @@ FAST_MESSAGES: frozenset[str] = frozenset(_SPECS)
 
 _PLANS: dict[tuple[str, tuple[str, ...], tuple[type, ...]], _Plan | None] = {}
 _MAX_PLANS = 4096
+"""Shapes (message, keys, value types) remembered. Only shapes of a known message with no more
+keys than its fields are kept, so the cache stays under a few MB whatever hubs send; a shape met
+once the cache is full is compiled each time (slower, same result)."""
 
 
 def _compile(
@@ -187,7 +190,9 @@ def fast_event(obj: Any) -> tuple[dict[str, Any], float | None, bool] | None:
         plan = _PLANS[sig]
     except KeyError:
         spec = _SPECS.get(message)
-        plan = None if spec is None else _compile(spec, sig[1], sig[2])
+        if spec is None or len(sig[1]) > len(spec[1]):
+            return None  # an unknown message or extra fields: the schema decides, nothing cached
+        plan = _compile(spec, sig[1], sig[2])
         if len(_PLANS) < _MAX_PLANS:
             _PLANS[sig] = plan
     if plan is None:

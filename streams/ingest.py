@@ -50,10 +50,10 @@ from orjson import Fragment
 
 from contest_telemetry.logs import quiet_producer_probe
 from contest_telemetry.schema import InvalidEvent
-from contest_telemetry.settings import KafkaSettings, TopicSettings
+from contest_telemetry.settings import KafkaSettings, TopicSettings, max_request_bytes
 from streams.counters import DLQ_TRUNCATED, INGEST_LOST_OFFSETS
 from streams.dlq import MAX_DLQ_BYTES, count_truncated, cut_dlq, dlq_headers, dlq_value
-from streams.exceptions import ProcessingError, StreamsError
+from streams.exceptions import ProcessingError, StreamsConfigError, StreamsError
 from streams.fastdecode import Decoded, decode_events, screen_event_times
 from streams.ingested import INGESTED_VERSION, RECORD_OVERHEAD, IngestedBatch, encode_batch, encode_record
 from streams.settings import EventTimeSettings, IngestSettings
@@ -405,6 +405,12 @@ class IngestStage:
         self.kafka = kafka
         self.topics = topics
         self.settings = settings or IngestSettings()
+        if 2 * self.settings.max_batch_bytes > topics.ingested_max_message_bytes:
+            raise StreamsConfigError(
+                f"CT_INGEST_MAX_BATCH_BYTES ({self.settings.max_batch_bytes}) must be at most half of "
+                f"CT_TOPIC_INGESTED_MAX_MESSAGE_BYTES ({topics.ingested_max_message_bytes}): a packed "
+                "record's events run up to ~1.5x their source bytes"
+            )
         self.event_time = (event_time or EventTimeSettings()).window_ms()
         self.counters = counters if counters is not None else IngestCounters()
         self.transactional = False
@@ -426,7 +432,9 @@ class IngestStage:
             "linger_ms": s.linger_ms,
             "compression_type": None if s.compression == "none" else s.compression,
             "max_batch_size": _MiB,
-            "max_request_size": 4 * _MiB,
+            "max_request_size": max_request_bytes(
+                self.topics.ingested_max_message_bytes, self.topics.output_max_message_bytes
+            ),
         }
 
     async def _start_producer(self) -> AIOKafkaProducer:
@@ -471,7 +479,7 @@ class IngestStage:
             enable_auto_commit=False,
             auto_offset_reset="none",  # a deleted offset is reported (_out_of_range), never skipped silently
             isolation_level="read_committed",
-            max_partition_fetch_bytes=4 * _MiB,
+            max_partition_fetch_bytes=max_request_bytes(),
             fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         try:

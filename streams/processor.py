@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any, cast
 
 import orjson
@@ -35,7 +36,7 @@ from streams.closing import WindowCloser
 from streams.counters import CounterSink
 from streams.dlq import MAX_DLQ_BYTES, cut_dlq, dlq_headers, dlq_value
 from streams.engine_cache import Store, TableCache
-from streams.exceptions import ProcessingError, StateError
+from streams.exceptions import HubLimitError, ProcessingError, StateError
 from streams.fastdecode import decode_events, screen_event_times
 from streams.ingested import INGESTED_MESSAGE, parse_ingested
 from streams.lifecycle import NO_EFFECT, dropped_record
@@ -76,6 +77,7 @@ class Engine:
         *,
         stage: bool = False,
         dlq_max_bytes: int = MAX_DLQ_BYTES,
+        events_topic: str = "contest.events",
     ) -> None:
         self.settings = settings
         self.dlq_max_bytes = dlq_max_bytes  # CT_TOPIC_DLQ_MAX_BYTES: larger payloads are cut
@@ -87,6 +89,9 @@ class Engine:
         self.event_time = (event_time or EventTimeSettings()).window_ms()
         self.counters: CounterSink = counters or CounterSink()
         self.source_topic = source_topic
+        self.events_topic = events_topic  # what an ingested record's events were read from
+        self.max_hubs = settings.max_hubs
+        self._hub_limit_logged = -math.inf  # monotonic time of the last hub_limit warning
         self.size = settings.window_ms
         self.grace = settings.grace_ms
         self.alpha = settings.alpha
@@ -311,6 +316,52 @@ class Engine:
             self._flush_into(out)
             return out
 
+    def _refuse_hub(
+        self,
+        out: Outputs,
+        hub: str,
+        source: int,
+        events: list[dict[str, Any]],
+        offsets: list[int],
+        ingested: bool,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str | None,
+    ) -> None:
+        """Dead-letter the events of a hub there is no room for (``CT_WORKER_MAX_HUBS``), each
+        under the record it came in: for an ingested record, its source record on contest.events."""
+        refused = HubLimitError(
+            f"hub {hub[:200]!r}: the worker keeps at most {self.max_hubs} hubs (CT_WORKER_MAX_HUBS)"
+        )
+        if ingested:
+            for ev, src_offset in zip(events, offsets, strict=True):
+                self._dead_letter(
+                    out,
+                    [InvalidEvent(refused, raw=ev)],
+                    topic=self.events_topic,
+                    partition=source,
+                    offset=src_offset,
+                    key=hub.encode(),
+                    value=None,
+                    envelope=False,
+                )
+        else:
+            self._dead_letter(
+                out,
+                [InvalidEvent(refused, raw=ev) for ev in events],
+                topic=topic or self.source_topic,
+                partition=source,
+                offset=offsets[0],
+                key=key,
+                value=value,
+                envelope=False,
+            )
+        self.counters.state_bound("hubs", len(events))
+        now = time.monotonic()
+        if now - self._hub_limit_logged >= 60.0:  # a flood of new hubs logs once a minute
+            self._hub_limit_logged = now
+            log.warning("%s: its events are dead-lettered (reason hub_limit; counted)", refused)
+
     def _poison_record(
         self,
         out: Outputs,
@@ -368,8 +419,16 @@ class Engine:
         k_prev, wm_prev = part.closed_k, part.watermark
         dirty, touched = self._dirty, self._touched
         applied_any = False
+        hubs = cache.hubs
         for hub, (source, events, times, offsets) in groups:
-            hs = cache.hub(hub, partition)
+            hs = hubs.get(hub)
+            if hs is None:
+                if len(hubs) >= self.max_hubs:
+                    if fresh:
+                        ingested = value is not None and value.startswith(_INGESTED_PREFIX)
+                        self._refuse_hub(out, hub, source, events, offsets, ingested, key, value, topic)
+                    continue
+                hs = cache.hub(hub, partition)
             done = hs.applied.get(source, -1)
             if offsets[-1] <= done:
                 continue

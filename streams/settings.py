@@ -50,6 +50,13 @@ class WorkerSettings(BaseSettings):
         description="Open contests (armed or launched) kept per hub; beyond it the least recently "
         "created is expired (lifecycle 'overflow') and counted.",
     )
+    max_hubs: int = Field(
+        default=10_000,
+        ge=1,
+        description="Hubs kept in one worker's state (over the partitions it owns). The events of a new "
+        "hub beyond it are dead-lettered with reason hub_limit and counted; room comes back as idle hubs "
+        "are evicted (CT_WORKER_IDLE_HUB_WINDOWS). A hub holding 15 full windows takes about 110 KB.",
+    )
     sketch_max_buckets: int = Field(
         default=2048,
         ge=16,
@@ -292,8 +299,9 @@ class IngestSettings(BaseSettings):
     max_batch_bytes: int = Field(
         default=1_000_000,
         ge=16_384,
-        description="Target largest ingested record in bytes (keep under the topic's max.message.bytes, "
-        "1 MiB by default); a single source record larger than this is still sent whole.",
+        description="Target largest ingested record in bytes, at most half of "
+        "CT_TOPIC_INGESTED_MAX_MESSAGE_BYTES (4 MiB by default); a single source record larger than this "
+        "is still sent whole.",
     )
     verbatim: bool = Field(
         default=True,

@@ -240,3 +240,24 @@ def test_no_float_setting_of_any_stage_takes_inf_or_nan(monkeypatch: pytest.Monk
                 monkeypatch.delenv(f"{prefix}{name.upper()}")
                 checked += 1
     assert checked >= 3 * 15  # 19 float settings today
+
+
+def test_max_request_bytes_covers_every_topic_limit() -> None:
+    from contest_telemetry.settings import MAX_REQUEST_BYTES, max_request_bytes
+
+    assert max_request_bytes() == MAX_REQUEST_BYTES
+    assert max_request_bytes(1024) == MAX_REQUEST_BYTES
+    assert max_request_bytes(2 * MAX_REQUEST_BYTES, 3) == 2 * MAX_REQUEST_BYTES
+
+
+def test_ingested_topic_limit_is_a_setting_the_ingest_stage_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.exceptions import StreamsConfigError
+    from streams.ingest import IngestStage
+    from streams.settings import IngestSettings
+
+    monkeypatch.setenv("CT_TOPIC_INGESTED_MAX_MESSAGE_BYTES", str(1024 * 1024))
+    topics = TopicSettings()
+    assert topics.ingested_max_message_bytes == 1024 * 1024
+    with pytest.raises(StreamsConfigError, match="CT_INGEST_MAX_BATCH_BYTES"):
+        IngestStage(KafkaSettings(), topics, IngestSettings(max_batch_bytes=600_000))
+    IngestStage(KafkaSettings(), topics, IngestSettings(max_batch_bytes=500_000))

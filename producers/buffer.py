@@ -2,9 +2,12 @@
 were recorded, waiting for the sender.
 
 An event is kept as its hub and its JSON bytes (what the sender sends), in two deques in lockstep:
-no tuple and no dict per event, fewer objects for the garbage collector to track. At most ``size`` events (``CT_PUBLISHER_BUFFER_SIZE``):
-beyond that :meth:`EventBuffer.add` refuses, and the publisher drops (counted here per hub, for the
-next envelope's ``publisherDropped``) or waits in :meth:`EventBuffer.wait_for_room`.
+no tuple and no dict per event, fewer objects for the garbage collector to track. At most ``size``
+events (``CT_PUBLISHER_BUFFER_SIZE``), counting those the sender took and the broker has not yet
+acknowledged (:attr:`EventBuffer.inflight`: they are in memory too, as aiokafka's buffer_memory
+counts its in-flight batches): beyond that :meth:`EventBuffer.add` refuses, and the publisher drops
+(counted here per hub, for the next envelope's ``publisherDropped``) or waits in
+:meth:`EventBuffer.wait_for_room`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class EventBuffer:
         """Set when the sender should send now rather than linger (a full batch, a caller waiting
         for room, a flush); the sender clears it before it waits."""
         self._room = asyncio.Event()
+        self.inflight = 0
+        """Events drained by the sender whose delivery is not settled (:meth:`settled`)."""
 
     def __len__(self) -> int:
         return len(self._hubs)
@@ -43,7 +48,7 @@ class EventBuffer:
     def add(self, hub: str, data: bytes) -> bool:
         """Buffer one event of ``hub`` (``data``: its JSON bytes); False, and nothing buffered, when full."""
         hubs = self._hubs
-        if len(hubs) >= self.size:
+        if len(hubs) + self.inflight >= self.size:
             return False
         hubs.append(hub)
         self._encoded.append(data)
@@ -70,5 +75,11 @@ class EventBuffer:
         hubs, encoded = list(self._hubs), list(self._encoded)
         self._hubs.clear()
         self._encoded.clear()
+        self.inflight += len(hubs)
         self._room.set()
         return hubs, encoded
+
+    def settled(self, n: int) -> None:
+        """``n`` drained events were delivered or failed: their room is free again."""
+        self.inflight -= n
+        self._room.set()

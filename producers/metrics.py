@@ -52,8 +52,13 @@ class PublisherMetrics:
             self.buffered = Gauge(
                 "contest_publisher_buffer_events", "Events waiting in the buffer", registry=registry
             )
+            self.inflight = Gauge(
+                "contest_publisher_inflight_events",
+                "Events sent and not yet acknowledged (they count against CT_PUBLISHER_BUFFER_SIZE too)",
+                registry=registry,
+            )
 
-    def sync(self, buffered: int) -> None:
+    def sync(self, buffered: int, inflight: int = 0) -> None:
         if self._registry is None:
             return
         for name, counter in self._counters.items():
@@ -63,6 +68,7 @@ class PublisherMetrics:
                 counter.inc(delta)
                 self._synced[name] = value
         self.buffered.set(buffered)
+        self.inflight.set(inflight)
 
     def as_dict(self) -> dict[str, int]:
         return {

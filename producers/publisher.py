@@ -96,7 +96,7 @@ class ContestPublisher:
         """Wait until everything recorded so far is acknowledged (or failed and counted)."""
         if self._sender is not None:
             await self._sender.flush()
-        self.metrics.sync(len(self._buffer))
+        self.metrics.sync(len(self._buffer), self._buffer.inflight)
 
     async def close(self) -> None:
         """Stop accepting events, deliver every buffered one, then stop the producer."""
@@ -113,7 +113,7 @@ class ContestPublisher:
             if self._producer is not None:
                 await self._producer.stop()
                 self._producer = None
-            self.metrics.sync(len(self._buffer))
+            self.metrics.sync(len(self._buffer), self._buffer.inflight)
 
     def stats(self) -> dict[str, int]:
         return {**self.metrics.as_dict(), "buffered": len(self._buffer)}

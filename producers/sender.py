@@ -49,8 +49,6 @@ class Sender:
         """Set when the publisher closes: send at once, never linger."""
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
-        # Events taken from the buffer whose delivery is not settled yet (sent or failed).
-        self._inflight = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="contest-publisher-sender")
@@ -65,7 +63,7 @@ class Sender:
     async def flush(self) -> None:
         """Wait until everything buffered so far is acknowledged (or failed and counted)."""
         buffer = self.buffer
-        while buffer or self._inflight:
+        while buffer or buffer.inflight:
             buffer.ready.set()
             if self._pending:
                 await self.producer.flush()
@@ -96,19 +94,27 @@ class Sender:
         hubs, encoded = self.buffer.drain()
         if not encoded:
             return
-        self._inflight += len(encoded)
-        if self.settings.batching == "single":
-            for hub, data in zip(hubs, encoded, strict=True):
-                await self._send(hub, data, 1)
-        else:
-            by_hub: dict[str, list[bytes]] = collections.defaultdict(list)
-            for hub, data in zip(hubs, encoded, strict=True):
-                by_hub[hub].append(data)
-            for hub, blobs in by_hub.items():
-                dropped = self.buffer.take_dropped(hub)
-                for value, count in self._envelopes(hub, blobs, dropped):
-                    await self._send(hub, value, count)
-        self.metrics.sync(len(self.buffer))
+        handed = 0  # events given to _send, which settles each of them whatever happens
+        try:
+            if self.settings.batching == "single":
+                for hub, data in zip(hubs, encoded, strict=True):
+                    handed += 1
+                    await self._send(hub, data, 1)
+            else:
+                by_hub: dict[str, list[bytes]] = collections.defaultdict(list)
+                for hub, data in zip(hubs, encoded, strict=True):
+                    by_hub[hub].append(data)
+                for hub, blobs in by_hub.items():
+                    dropped = self.buffer.take_dropped(hub)
+                    for value, count in self._envelopes(hub, blobs, dropped):
+                        handed += count
+                        await self._send(hub, value, count)
+        finally:
+            rest = len(encoded) - handed
+            if rest:  # never reached the producer (cancelled, or packing failed): room comes back
+                self.metrics.failed += rest
+                self.buffer.settled(rest)
+        self.metrics.sync(len(self.buffer), self.buffer.inflight)
 
     def _envelopes(self, hub: str, blobs: list[bytes], dropped: int) -> Iterator[tuple[bytes, int]]:
         """Envelopes of ``blobs`` (encoded events of ``hub``, in order) of at most
@@ -131,11 +137,11 @@ class Sender:
         try:
             future = await self.producer.send(self.topic, value, key=hub.encode())
         except asyncio.CancelledError:
-            self._inflight -= count
+            self.buffer.settled(count)
             raise
         except Exception:
             self.metrics.failed += count
-            self._inflight -= count
+            self.buffer.settled(count)
             log.exception("contest publisher: could not queue %d event(s) of hub %r", count, hub)
             return
         self._pending.add(future)
@@ -143,7 +149,7 @@ class Sender:
 
     def _delivered(self, future: asyncio.Future[Any], count: int) -> None:
         self._pending.discard(future)
-        self._inflight -= count
+        self.buffer.settled(count)
         if future.cancelled() or future.exception() is not None:
             self.metrics.failed += count
             log.error(

@@ -16,7 +16,10 @@ class PublisherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CT_PUBLISHER_", extra="ignore", allow_inf_nan=False)
 
     buffer_size: int = Field(
-        default=50_000, ge=1, description="Events held before the overflow policy applies."
+        default=50_000,
+        ge=1,
+        description="Events held, waiting or sent and not yet acknowledged, before the overflow policy "
+        "applies.",
     )
     overflow: Literal["drop", "wait"] = Field(
         default="drop",

@@ -120,7 +120,8 @@ class WorkerApp:
     """
 
     PARTITION_CACHE_MAX = 100_000
-    """Contest record keys whose partition is remembered; the cache is cleared beyond that."""
+    """Contest record keys (hub ids) whose partition is remembered, cleared beyond that: above
+    CT_WORKER_MAX_HUBS' default, so a worker's hubs all fit."""
 
     def __init__(
         self,
@@ -165,7 +166,7 @@ class WorkerApp:
         self.health = health if health is not None else WorkerHealth(settings)
         self.health.app = app
         self.health.assigned = self.source.assigned
-        self.partitions: dict[bytes, int] = {}  # contest record key -> partition (see send)
+        self.partitions: dict[bytes, int] = {}  # contest record key (its hub) -> partition
         self.timing = TimingReport.from_settings(settings)
         self.reader = RangeReader(kafka, self.source_name, timeout_s=settings.reread_timeout_s)
         self.watch = StallWatch(settings.stall_s)

@@ -27,7 +27,10 @@ def run_with_exporter(args: argparse.Namespace) -> int:
     exporter = ExporterSettings()
     counters = PipelineCounters(
         hubs=LabelCap(
-            exporter.max_hubs, max_length=exporter.max_label_length, idle_ticks=exporter.hub_idle_scrapes
+            exporter.max_hubs,
+            max_length=exporter.max_label_length,
+            idle_ticks=exporter.hub_idle_scrapes,
+            max_folded=exporter.max_folded_hubs,
         )
     )
     registry = CollectorRegistry()

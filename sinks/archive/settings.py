@@ -119,3 +119,11 @@ class ArchiveS3Settings(BaseSettings):
         description="Manifest objects read at once when an archive on object storage is opened "
         "(one small object per chunk).",
     )
+    spool_bytes: int = Field(
+        default=8 << 20,
+        ge=64 << 10,
+        le=1 << 30,
+        description="Bytes of a chunk held in memory before it spills to a temp file: each open partition's "
+        "chunk (and each chunk being read) takes up to this much memory; larger chunks are uploaded "
+        "from a temp file.",
+    )

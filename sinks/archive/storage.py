@@ -63,7 +63,6 @@ __all__ = [
 MANIFEST_PREFIX = "_manifest/"
 MARKER_KEY = "_manifest/archive.json"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_SPOOL_BYTES = 8 << 20  # chunks up to this size are uploaded from memory, larger ones from a temp file
 _T = TypeVar("_T")
 
 
@@ -354,7 +353,10 @@ _AUTH_CODES = {
 class _S3Upload:
     def __init__(self, storage: S3Storage) -> None:
         self.storage = storage
-        self.handle: BinaryIO = cast(BinaryIO, tempfile.SpooledTemporaryFile(_SPOOL_BYTES))  # noqa: SIM115
+        self.handle: BinaryIO = cast(
+            BinaryIO,
+            tempfile.SpooledTemporaryFile(storage.settings.spool_bytes),  # noqa: SIM115
+        )
         self.size = 0
 
     def seal(self) -> None:
@@ -544,7 +546,7 @@ class S3Storage:
 
     def open(self, key: str) -> BinaryIO:
         # Chunks are read whole into a spooled file: a retry then never resumes a half-read stream.
-        spool = cast(BinaryIO, tempfile.SpooledTemporaryFile(_SPOOL_BYTES))  # noqa: SIM115 - returned
+        spool = cast(BinaryIO, tempfile.SpooledTemporaryFile(self.settings.spool_bytes))  # noqa: SIM115 - returned
 
         def get() -> None:
             spool.seek(0)

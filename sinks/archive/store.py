@@ -135,8 +135,9 @@ class ArchiveStore:
     root: Path | str
     chunk_records: int = 10_000
     compress_level: int = 6
-    positions: dict[tuple[str, int], int] = field(default_factory=dict)  # last archived offset
-    entries: list[ManifestEntry] = field(default_factory=list)
+    # The last archived offset per partition: all a running archiver needs from the manifest (one
+    # int per partition, where a list of entries would grow with every chunk closed).
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)  # unlisted files deleted on open
     storage: Storage | None = None  # None: opened from ``root``
     _open: dict[tuple[str, int], _OpenChunk] = field(default_factory=dict)
@@ -188,9 +189,9 @@ class ArchiveStore:
                     "or use a new location)"
                 )
             manifest.create()
-        self.entries = manifest.recover()
-        listed = {entry.file for entry in self.entries}
-        for entry in self.entries:
+        entries = manifest.recover()
+        listed = {entry.file for entry in entries}
+        for entry in entries:
             key = (entry.topic, entry.partition)
             self.positions[key] = max(self.positions.get(key, -1), entry.last_offset)
         storage.begin_writing()
@@ -357,7 +358,6 @@ class ArchiveStore:
         if self._manifest is None:
             raise ArchiveError("archive store is not open")
         self._manifest.append(entry)
-        self.entries.append(entry)
         self.positions[key] = chunk.last
         crash_point("after-manifest")
         return entry

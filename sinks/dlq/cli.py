@@ -128,14 +128,16 @@ def _console(out: IO[str]) -> Console:
     )  # hub ids, reasons, errors come from dead letters: never markup
 
 
-def _counts_table(title: str, counts: dict[str, int], other: int = 0) -> Table:
+def _counts_table(
+    title: str, counts: dict[str, int], other: int = 0, bound: str = "CT_DLQ_MAX_KEYS"
+) -> Table:
     table = Table(title=title)
     table.add_column("key", overflow="fold")
     table.add_column("dead letters", justify="right")
     for key, count in counts.items():
         table.add_row(key, str(count))
     if other:
-        table.add_row("(other, over CT_DLQ_MAX_KEYS)", str(other))
+        table.add_row(f"(other, over {bound})", str(other))
     return table
 
 
@@ -143,21 +145,22 @@ def _render_inspect(data: dict[str, Any], out: IO[str]) -> None:
     console = _console(out)
     more = " (stopped at --max; nextOffsets says where to go on)" if data["truncated"] else ""
     console.print(f"{data['topic']}: {data['read']} read, {data['matched']} selected{more}", markup=False)
-    console.print(_counts_table("by reason", data["byReason"]))
+    console.print(_counts_table("by reason", data["byReason"], data["otherReasons"], "CT_DLQ_MAX_REASONS"))
     console.print(_counts_table("by field", data["byField"], data["otherFields"]))
     console.print(_counts_table("by hub", data["byHub"], data["otherHubs"]))
     samples = Table(title="samples")
     for column in ("reason", "partition/offset", "hub", "fields", "error"):
         samples.add_column(column, overflow="fold")
-    for reason, rows in data["samples"].items():
-        for row in rows:
-            samples.add_row(
-                reason,
-                f"{row['partition']}/{row['offset']}",
-                str(row["hub"]),
-                ", ".join(row["fields"]),
-                row["error"],
-            )
+    rows = [row for kept in data["samples"].values() for row in kept]
+    folded = data["otherReasonSamples"]
+    for n, row in enumerate(rows + folded):
+        samples.add_row(
+            row["reason"] if n < len(rows) else f"{row['reason']} (other, over CT_DLQ_MAX_REASONS)",
+            f"{row['partition']}/{row['offset']}",
+            str(row["hub"]),
+            ", ".join(row["fields"]),
+            row["error"],
+        )
     console.print(samples)
     console.print(
         "next offsets: " + ", ".join(f"p{p}={o}" for p, o in data["nextOffsets"].items()), markup=False

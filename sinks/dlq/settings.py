@@ -27,6 +27,14 @@ class DlqToolSettings(BaseSettings):
         description="Most distinct hubs and fields inspect counts one by one; the rest are counted "
         "together (otherHubs, otherFields).",
     )
+    max_reasons: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most distinct reasons inspect counts one by one and keeps samples for (the worker "
+        "writes a handful; other producers of the topic may write any); dead letters with any further "
+        "reason are counted together (otherReasons) with CT_DLQ_SAMPLES samples (otherReasonSamples).",
+    )
     samples: int = Field(default=3, ge=0, le=100, description="Sample dead letters inspect shows per reason.")
     max_in_flight: int = Field(
         default=5_000,

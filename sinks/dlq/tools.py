@@ -278,23 +278,27 @@ class InspectReport:
     topic: str
     max_keys: int
     samples_per_reason: int
+    # Reasons are strings of the topic's data, written by any producer: bounded like hubs.
+    max_reasons: int = 100
     stats: ReadStats = field(default_factory=ReadStats)
-    by_reason: Counter[str] = field(default_factory=Counter)  # few reasons: never bounded
+    by_reason: _Bounded = field(init=False)
     by_field: _Bounded = field(init=False)
     by_hub: _Bounded = field(init=False)
-    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # keys: those of by_reason
+    other_samples: list[dict[str, Any]] = field(default_factory=list)  # of reasons over max_reasons
 
     def __post_init__(self) -> None:
+        self.by_reason = _Bounded(self.max_reasons)
         self.by_field = _Bounded(self.max_keys)
         self.by_hub = _Bounded(self.max_keys)
 
     def add(self, letter: DeadLetter) -> None:
         reason = letter.reason
-        self.by_reason[reason] += 1
+        self.by_reason.add(reason)
         for name in dict.fromkeys(letter.fields):
             self.by_field.add(name)
         self.by_hub.add(letter.hub or "(none)")
-        kept = self.samples.setdefault(reason, [])
+        kept = self.samples.setdefault(reason, []) if reason in self.by_reason else self.other_samples
         if len(kept) < self.samples_per_reason:
             kept.append(letter.sample())
 
@@ -303,18 +307,20 @@ class InspectReport:
             "topic": self.topic,
             **self.stats.as_dict(),
             "byReason": dict(self.by_reason.most_common()),
+            "otherReasons": self.by_reason.other,
             "byField": dict(self.by_field.most_common()),
             "otherFields": self.by_field.other,
             "byHub": dict(self.by_hub.most_common()),
             "otherHubs": self.by_hub.other,
             "samples": {reason: self.samples[reason] for reason in sorted(self.samples)},
+            "otherReasonSamples": self.other_samples,
         }
 
 
 async def inspect(
     kafka: KafkaSettings, topic: str, selection: Selection, settings: DlqToolSettings
 ) -> InspectReport:
-    report = InspectReport(topic, settings.max_keys, settings.samples)
+    report = InspectReport(topic, settings.max_keys, settings.samples, settings.max_reasons)
     async for letter in read_dead_letters(kafka, topic, selection, report.stats):
         report.add(letter)
     return report

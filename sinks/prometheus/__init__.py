@@ -4,7 +4,8 @@ Wiring in a worker::
 
     settings = ExporterSettings()                       # CT_EXPORTER_* env
     counters = PipelineCounters(max_hubs=settings.max_hubs,
-                                max_label_length=settings.max_label_length)  # the CounterSink
+                                max_label_length=settings.max_label_length,
+                                max_folded_hubs=settings.max_folded_hubs)  # the CounterSink
     registry = CollectorRegistry()
     registry.register(PipelineCollector(counters, source))   # source: a SnapshotSource
     server = start_exporter(registry, settings)        # ... server.stop() on shutdown

@@ -214,11 +214,10 @@ class PipelineCollector(Collector):
         hubs = self.counters.hubs
         released = hubs.tick()
         if released:
-            # Until PipelineCounters can forget rows, a freed hub's rows stay in its dicts (not
-            # exported: see _held_only) and continue from there if the hub gets a slot again.
-            forget = getattr(self.counters, "forget_hubs", None)
-            if callable(forget):
-                forget(released)
+            # Drop the freed hubs' rows so hub churn cannot grow the counters' tables; a hub that
+            # gets a slot again starts from 0, a counter reset rate()/increase() handle. A count
+            # racing the free may leave a row for a label no longer held: _held_only hides it.
+            self.counters.forget_hubs(released)
         snapshot: PipelineSnapshot | None = None
         if self.source is not None:
             try:
@@ -372,6 +371,20 @@ class PipelineCollector(Collector):
             family = CompactFamily(name, doc, "counter")
             family.add((), value)
             yield family
+        yield self._per_label(
+            "contest_exporter_label_values_folded_total",
+            'Distinct event types / dead-letter reasons folded into "_other" once the slots for '
+            "values beyond the documented ones are taken, by label.",
+            "label",
+            v.label_values_folded,
+        )
+        yield self._per_label(
+            "contest_exporter_folded_ids_forgotten_total",
+            "Folded label values forgotten by the label cap's bounded memory (hub: beyond "
+            "CT_EXPORTER_MAX_FOLDED_HUBS); a forgotten value that folds again is counted again as folded.",
+            "label",
+            v.folded_forgotten,
+        )
 
     @staticmethod
     def _per_label(name: str, doc: str, label: str, table: dict[str, int]) -> CompactFamily:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from contest_telemetry.schema import ARMING_BUDGET_MS, EVENT_TYPES, RESOLUTION_BUDGET_MS, short_type
-from sinks.prometheus.labels import DEFAULT_MAX_LABEL_LENGTH, LabelCap
+from sinks.prometheus.labels import DEFAULT_MAX_FOLDED, DEFAULT_MAX_LABEL_LENGTH, LabelCap
 from streams.counters import DLQ_TRUNCATED, INGEST_LOST_OFFSETS, CounterSink
 
 __all__ = [
@@ -54,7 +54,12 @@ INVALID_REASONS = ("decode", "validation", "envelope", "event_time", "processing
 # streams/state.py: each bound on the worker's state, counted when it acts (docs/metrics.md).
 STATE_BOUNDS = ("open_contests", "sketch_buckets", "idle_hubs", "value_size", "participant_histogram")
 STATE_FLUSH_TRIGGERS = ("interval", "events", "commit")
-_MAX_EXTRA_ENUM_VALUES = 16  # unknown event types / reasons beyond the documented ones
+# Unknown event types / DLQ reasons given a label of their own beyond the documented ones; further
+# ones fold into "_other" (docs/metrics.md, contest_exporter_label_values_folded_total).
+_MAX_EXTRA_ENUM_VALUES = 16
+# Folded types / reasons remembered (to count each once); these come from our own stages, not the
+# fleet, so a handful is expected and this bound only stops a bug from growing the memory.
+_MAX_FOLDED_ENUM_VALUES = 1_000
 _INF = math.inf
 
 
@@ -86,6 +91,10 @@ class CountersView:
     state_flushes: dict[str, int] = field(default_factory=dict)
     ingest_lost_offsets: int = 0
     dlq_truncated: int = 0
+    # Per label ("type", "reason"): distinct values folded into "_other" (LabelCap.folded).
+    label_values_folded: dict[str, int] = field(default_factory=dict)
+    # Per label ("hub", "type", "reason"): folded values forgotten by the cap's bounded memory.
+    folded_forgotten: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> CountersView:
@@ -108,11 +117,20 @@ class PipelineCounters(CounterSink):
         max_hubs: int = 500,
         *,
         max_label_length: int = DEFAULT_MAX_LABEL_LENGTH,
+        max_folded_hubs: int = DEFAULT_MAX_FOLDED,
         hubs: LabelCap | None = None,
     ) -> None:
-        self.hubs = hubs if hubs is not None else LabelCap(max_hubs, max_length=max_label_length)
-        self._types = LabelCap(_MAX_EXTRA_ENUM_VALUES, preset=EVENT_TYPES, reserved=())
-        self._reasons = LabelCap(_MAX_EXTRA_ENUM_VALUES, preset=INVALID_REASONS, reserved=())
+        self.hubs = (
+            hubs
+            if hubs is not None
+            else LabelCap(max_hubs, max_length=max_label_length, max_folded=max_folded_hubs)
+        )
+        self._types = LabelCap(
+            _MAX_EXTRA_ENUM_VALUES, preset=EVENT_TYPES, reserved=(), max_folded=_MAX_FOLDED_ENUM_VALUES
+        )
+        self._reasons = LabelCap(
+            _MAX_EXTRA_ENUM_VALUES, preset=INVALID_REASONS, reserved=(), max_folded=_MAX_FOLDED_ENUM_VALUES
+        )
         self._lock = threading.Lock()
         self._events: dict[tuple[str, str], int] = {}
         self._invalid: dict[str, int] = dict.fromkeys(INVALID_REASONS, 0)
@@ -231,7 +249,8 @@ class PipelineCounters(CounterSink):
     def forget_hubs(self, labels: Iterable[str]) -> None:
         """Drop the rows of hub labels the cap freed (idle hubs, sinks/prometheus/labels.py), so
         hub churn does not grow these tables; a hub that comes back starts from 0 (a counter
-        reset to Prometheus)."""
+        reset to Prometheus, which ``rate()``/``increase()`` handle). The collector calls it on
+        each scrape that frees slots."""
         gone = set(labels)
         if not gone:
             return
@@ -276,4 +295,10 @@ class PipelineCounters(CounterSink):
                 state_writes=self._state_writes,
                 state_bytes=self._state_bytes,
                 state_flushes=dict(self._state_flushes),
+                label_values_folded={"type": self._types.folded, "reason": self._reasons.folded},
+                folded_forgotten={
+                    "hub": self.hubs.forgotten,
+                    "type": self._types.forgotten,
+                    "reason": self._reasons.forgotten,
+                },
             )

@@ -12,11 +12,17 @@ never). The next new value (or the same one, when it comes back) can then take i
 decided per call, so a value folded while the cap was full gets a slot as soon as one is free.
 
 What this means for the series (docs/metrics.md): a freed hub's series leave the page (the
-collector only exports labels currently held); values counted into ``_other`` stay there, and
-:attr:`folded` (distinct values folded at least once) never goes down, so every counter still
-on the page is monotonic. A freed hub that comes back continues from its previous values (the
-counters keep them until :class:`~sinks.prometheus.counters.PipelineCounters` forgets them, see
-``PipelineCollector``).
+collector only exports labels currently held, and has
+:meth:`~sinks.prometheus.counters.PipelineCounters.forget_hubs` drop their rows); values counted
+into ``_other`` stay there, and :attr:`folded` never goes down, so every counter still on the page
+is monotonic. A freed hub that comes back starts its series again from 0 (a counter reset, which
+``rate()``/``increase()`` handle).
+
+Folded values are remembered (to count each one once in :attr:`folded`, and for :meth:`peek`),
+but at most ``max_folded`` of them: beyond it the least recently folded one is forgotten and
+counted in :attr:`forgotten`, so random ids from a hostile or buggy fleet cannot grow the memory.
+A forgotten value that folds again counts again, so :attr:`folded` is exact (distinct values)
+until :attr:`forgotten` leaves 0, and an upper bound of it after.
 
 Raw values never produce the cap's own label values: with ``escape_prefix`` (default ``"hub:"``)
 a value that starts with ``_`` or with the prefix, or equals a reserved value or ``other``, is
@@ -36,19 +42,22 @@ means "no label" to Prometheus).
 
 Thread safety: the fast path (a value holding a slot) is a dict lookup and an attribute store;
 assigning, folding bookkeeping and freeing take a lock, so the worker thread and the scrape
-threads can all call in. Folded values are remembered by their ``hash()`` (8 bytes each,
-whatever the id's length).
+threads can all call in. Folded values are remembered by their ``hash()`` (a fixed size each,
+whatever the id's length); remembering a new one takes the lock, folding one already remembered
+only moves it to the LRU's end (one C call, atomic under the GIL).
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterable
 
 __all__ = [
     "ALL",
     "DEFAULT_IDLE_TICKS",
+    "DEFAULT_MAX_FOLDED",
     "DEFAULT_MAX_LABEL_LENGTH",
     "EMPTY",
     "ESCAPE_PREFIX",
@@ -64,6 +73,9 @@ ESCAPE_PREFIX = "hub:"
 DEFAULT_MAX_LABEL_LENGTH = 128
 # Scrapes without use before a slot is freed: 10 minutes at the shipped 15 s scrape interval.
 DEFAULT_IDLE_TICKS = 40
+# Folded values remembered (~140 bytes each: ~14 MB): every folded hub of the 100,000-hub fleet the
+# exporter is sized for, so the folded count stays exact there (docs/metrics.md).
+DEFAULT_MAX_FOLDED = 100_000
 _HASH_CHARS = 16  # blake2b digest_size=8 -> 16 hex digits
 
 
@@ -107,7 +119,8 @@ class LabelCap:
 
     ``preset`` values are labelled up front and keep their label for good (they take no slot
     either); use it for known enumerations (event types, DLQ reasons). ``idle_ticks``: see the
-    module docstring (None: slots are never freed).
+    module docstring (None: slots are never freed). ``max_folded``: folded values remembered at
+    most (the least recently folded are forgotten first, see the module docstring).
     """
 
     def __init__(
@@ -120,9 +133,12 @@ class LabelCap:
         other: str = OTHER,
         escape_prefix: str | None = ESCAPE_PREFIX,
         idle_ticks: int | None = DEFAULT_IDLE_TICKS,
+        max_folded: int = DEFAULT_MAX_FOLDED,
     ) -> None:
         if max_values < 1:
             raise ValueError(f"max_values must be >= 1, got {max_values}")
+        if max_folded < 1:
+            raise ValueError(f"max_folded must be >= 1, got {max_folded}")
         if idle_ticks is not None and idle_ticks < 1:
             raise ValueError(f"idle_ticks must be >= 1 (or None), got {idle_ticks}")
         if escape_prefix == "":
@@ -132,6 +148,7 @@ class LabelCap:
         self.other = other
         self.escape_prefix = escape_prefix
         self.idle_ticks = idle_ticks
+        self.max_folded = max_folded
         self._reserved = frozenset((*reserved, other))
         # One dict for the fast path: fixed labels (presets and, without a prefix, the reserved
         # values themselves) and the slots.
@@ -146,7 +163,10 @@ class LabelCap:
         self._always_held = frozenset((*self._reserved, *(slot.label for slot in self._slots.values())))
         self._tick = 0
         self._released = 0
-        self._folded: set[int] = set()
+        # hash(value) of folded values, least recently folded first (an LRU of at most max_folded).
+        self._folded: OrderedDict[int, None] = OrderedDict()
+        self._folded_total = 0
+        self._forgotten = 0
         self._lock = threading.Lock()
 
     def _escape(self, value: str) -> str:
@@ -160,16 +180,20 @@ class LabelCap:
         slot = self._slots.get(value)
         if slot is not None:
             # Unlocked: a tick() freeing this slot right now (after idle_ticks idle scrapes) makes
-            # this one call return a label no longer held; its counts wait, hidden, in that label's
-            # row until the value holds a slot again.
+            # this one call return a label no longer held; its counts go to that label's row, which
+            # the collector drops right after the tick (then they are lost) or has already dropped
+            # (then the row is hidden, not exported, and continues if the value gets a slot again).
             slot.used = self._tick
             return slot.label
         return self._assign(value)
 
     def _assign(self, value: str) -> str:
-        if len(self._slots) >= self._limit:  # full: no lock needed (set.add is atomic)
-            self._folded.add(hash(value))
-            return self.other
+        if len(self._slots) >= self._limit:
+            key = hash(value)
+            # Full, and folded before (the common case for folded hubs): only refresh its place in
+            # the LRU, without the lock, which would double this path's cost.
+            if key in self._folded and self._refresh(key):
+                return self.other
         with self._lock:
             slot = self._slots.get(value)
             if slot is not None:
@@ -179,8 +203,30 @@ class LabelCap:
                 label = bound_label(self._escape(value), self.max_length)
                 self._slots[value] = _Slot(label, self._tick)
                 return label
-            self._folded.add(hash(value))
+            self._fold(hash(value))
             return self.other
+
+    def _refresh(self, key: int) -> bool:
+        """Move a remembered folded value to the LRU's end; False when it is not remembered (it
+        was forgotten by another thread since the caller's check). Unlocked: ``move_to_end`` with
+        an int key is one C call under the GIL, so it never sees a half-done eviction."""
+        try:
+            self._folded.move_to_end(key)
+        except KeyError:
+            return False
+        return True
+
+    def _fold(self, key: int) -> None:
+        """Remember a folded value (under the lock): most recent last, the oldest forgotten."""
+        folded = self._folded
+        if key in folded:
+            folded.move_to_end(key)
+            return
+        folded[key] = None
+        self._folded_total += 1
+        if len(folded) > self.max_folded:
+            folded.popitem(last=False)
+            self._forgotten += 1
 
     def kept_of(self, values: Collection[str], *, skip: Collection[str] = ()) -> list[tuple[str, str]]:
         """``(value, label)`` for each of ``values`` that holds a slot (or a fixed label other than
@@ -232,8 +278,8 @@ class LabelCap:
             return self._always_held.union([slot.label for slot in self._slots.values()])
 
     def peek(self, value: str) -> str | None:
-        """The label ``value`` holds, ``other`` when it holds none and was folded before, None
-        when it holds none and never was (not a use)."""
+        """The label ``value`` holds, ``other`` when it holds none and was folded before (and is
+        still remembered, see ``max_folded``), None otherwise (not a use)."""
         slot = self._slots.get(value)
         if slot is not None:
             return slot.label
@@ -246,7 +292,19 @@ class LabelCap:
 
     @property
     def folded(self) -> int:
-        """Distinct values folded into ``other`` at least once (never goes down)."""
+        """Values folded into ``other`` while not remembered as folded (never goes down): the
+        distinct values folded at least once while :attr:`forgotten` is 0, an upper bound of
+        that after (a forgotten value that folds again counts again)."""
+        return self._folded_total
+
+    @property
+    def forgotten(self) -> int:
+        """Folded values forgotten to keep at most ``max_folded`` remembered (never goes down)."""
+        return self._forgotten
+
+    @property
+    def remembered(self) -> int:
+        """Folded values remembered now (at most ``max_folded``)."""
         return len(self._folded)
 
     @property

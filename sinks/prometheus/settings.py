@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sinks.prometheus.labels import DEFAULT_MAX_FOLDED
+
 __all__ = ["ExporterServerSettings", "ExporterSettings", "ServerConnections", "ServerPort", "ServerThreads"]
 
 # The bounds and meaning of the server fields; an exporter that wants other defaults redeclares the
@@ -53,6 +55,7 @@ class ExporterSettings(ExporterServerSettings):
     ``CT_EXPORTER_HOST`` (default ``127.0.0.1``), ``CT_EXPORTER_PORT`` (default 9464, 0 = pick a free
     port), ``CT_EXPORTER_MAX_HUBS`` (default 500: further hubs fold into ``hub="_other"``),
     ``CT_EXPORTER_MAX_LABEL_LENGTH`` (default 128: longer hub ids are truncated with a hash suffix),
+    ``CT_EXPORTER_MAX_FOLDED_HUBS`` (default 100,000: folded hub ids remembered, to count each once),
     ``CT_EXPORTER_ENABLED`` (default true: the worker starts the exporter).
     """
 
@@ -72,4 +75,10 @@ class ExporterSettings(ExporterServerSettings):
         default=40,
         ge=1,
         description="Scrapes without use before a hub's label slot is freed for another hub.",
+    )
+    max_folded_hubs: int = Field(
+        default=DEFAULT_MAX_FOLDED,
+        ge=1,
+        description="Hub ids folded into _other remembered (to count each once); beyond it the least "
+        "recently folded is forgotten (contest_exporter_folded_ids_forgotten_total).",
     )

@@ -107,11 +107,13 @@ def test_selection_and_bounded_counts() -> None:
         "nextOffsets",
         "ranges",
         "byReason",
+        "otherReasons",
         "byField",
         "otherFields",
         "byHub",
         "otherHubs",
         "samples",
+        "otherReasonSamples",
     ]
 
 
@@ -152,3 +154,21 @@ def test_tables_print_names_that_look_like_rich_markup_as_they_are() -> None:
     table.add_row("[/bad] [bold]x")
     _console(out).print(table)
     assert "[/bad] [bold]x" in out.getvalue()
+
+
+def test_reasons_over_the_bound_are_counted_together_with_samples() -> None:
+    """Reasons come from the topic's data: past CT_DLQ_MAX_REASONS they fold into otherReasons."""
+    base = _letters(b"junk")[0].value  # a dead letter as the worker writes it
+    assert base is not None
+    letters = [
+        DeadLetter.parse(0, n, 1_000, b"hub-1", orjson.dumps(dict(base, reason=f"reason-{n % 7}")))
+        for n in range(21)
+    ]
+    report = InspectReport("dlq", max_keys=10, samples_per_reason=2, max_reasons=3)
+    for letter in letters:
+        report.add(letter)
+    data = report.as_dict()
+    assert data["byReason"] == {"reason-0": 3, "reason-1": 3, "reason-2": 3}
+    assert data["otherReasons"] == 12
+    assert set(data["samples"]) == {"reason-0", "reason-1", "reason-2"}
+    assert [s["reason"] for s in data["otherReasonSamples"]] == ["reason-3", "reason-4"]

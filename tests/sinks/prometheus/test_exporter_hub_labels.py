@@ -6,7 +6,7 @@ Rules under test (docs/metrics.md, "hub label"):
   row in which its label was used neither by a counter update nor by the scrape's snapshot; its
   series disappear from the page, and a new hub can take the slot;
 - every counter series that stays on the page never goes down (``_other`` and the folded-ids
-  count included); a freed hub that comes back continues from its previous values;
+  count included); a freed hub that comes back starts again from 0 (a counter reset);
 - real hub ids starting with ``_`` (``_all``, ``_other``, ``_empty``, ...) or with ``hub:`` are
   exported as ``hub:<id>``, in counters and snapshot gauges alike; ``_all``, ``_other`` and
   ``_empty`` are the exporter's own label values.

@@ -50,7 +50,7 @@ from orjson import Fragment
 
 from contest_telemetry.logs import quiet_producer_probe
 from contest_telemetry.schema import InvalidEvent
-from contest_telemetry.settings import KafkaSettings, TopicSettings, max_request_bytes
+from contest_telemetry.settings import MAX_REQUEST_BYTES, KafkaSettings, TopicSettings, max_request_bytes
 from streams.counters import DLQ_TRUNCATED, INGEST_LOST_OFFSETS
 from streams.dlq import MAX_DLQ_BYTES, count_truncated, cut_dlq, dlq_headers, dlq_value
 from streams.exceptions import ProcessingError, StreamsConfigError, StreamsError
@@ -479,7 +479,7 @@ class IngestStage:
             enable_auto_commit=False,
             auto_offset_reset="none",  # a deleted offset is reported (_out_of_range), never skipped silently
             isolation_level="read_committed",
-            max_partition_fetch_bytes=max_request_bytes(),
+            max_partition_fetch_bytes=MAX_REQUEST_BYTES,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         try:

@@ -13,14 +13,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 __all__ = ["port_open", "probe_idempotence", "wait_ready"]
 
+log = logging.getLogger(__name__)
+
 
 def port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
-
-
-log = logging.getLogger(__name__)
 
 
 class _ProbeTopicNotices(logging.Filter):

@@ -151,11 +151,13 @@ def _render_inspect(data: dict[str, Any], out: IO[str]) -> None:
     samples = Table(title="samples")
     for column in ("reason", "partition/offset", "hub", "fields", "error"):
         samples.add_column(column, overflow="fold")
-    rows = [row for kept in data["samples"].values() for row in kept]
-    folded = data["otherReasonSamples"]
-    for n, row in enumerate(rows + folded):
+    kept = [(row["reason"], row) for rows in data["samples"].values() for row in rows]
+    folded = [
+        (f"{row['reason']} (other, over CT_DLQ_MAX_REASONS)", row) for row in data["otherReasonSamples"]
+    ]
+    for reason, row in kept + folded:
         samples.add_row(
-            row["reason"] if n < len(rows) else f"{row['reason']} (other, over CT_DLQ_MAX_REASONS)",
+            reason,
             f"{row['partition']}/{row['offset']}",
             str(row["hub"]),
             ", ".join(row["fields"]),

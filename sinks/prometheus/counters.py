@@ -50,9 +50,16 @@ ARMING_BUCKETS_MS: tuple[float, ...] = (
 )
 RESOLUTION_BUCKETS_MS: tuple[float, ...] = (50, 100, 200, 400, 600, RESOLUTION_BUDGET_MS, 1_000, 2_000, 5_000)
 
-INVALID_REASONS = ("decode", "validation", "envelope", "event_time", "processing")
+INVALID_REASONS = ("decode", "validation", "envelope", "event_time", "hub_limit", "processing")
 # streams/state.py: each bound on the worker's state, counted when it acts (docs/metrics.md).
-STATE_BOUNDS = ("open_contests", "sketch_buckets", "idle_hubs", "value_size", "participant_histogram")
+STATE_BOUNDS = (
+    "open_contests",
+    "sketch_buckets",
+    "idle_hubs",
+    "hubs",
+    "value_size",
+    "participant_histogram",
+)
 STATE_FLUSH_TRIGGERS = ("interval", "events", "commit")
 # Unknown event types / DLQ reasons given a label of their own beyond the documented ones; further
 # ones fold into "_other" (docs/metrics.md, contest_exporter_label_values_folded_total).
